@@ -1,0 +1,260 @@
+"""The public functions: validate, allocate, make one call into compiled code.
+
+Nothing here loops over data.  Layout rules:
+
+* element-wise kernels run on the arrays' memory as it is when every operand
+  is C-contiguous, or every one F-contiguous; other layouts (strided views,
+  mixed orders) are copied to C order first, and the result copied into
+  ``out``;
+* softmax-family kernels take any 2-D strides along either axis without a
+  copy (a non-contiguous class axis is gathered row by row);
+* an ``out`` that overlaps an input (other than exactly, in place, for the
+  element-wise kernels) is computed into a temporary first.
+"""
+
+import numpy as np
+
+from . import _dispatch
+from . import _validation as v
+
+_act = _dispatch.activations
+_sm = _dispatch.softmax_losses
+
+
+# Element-wise activations ------------------------------------------------------------
+
+def _same_layout(*arrays):
+    return (all(a.flags.c_contiguous for a in arrays)
+            or all(a.flags.f_contiguous for a in arrays))
+
+
+def _map(op, x, x_name, a, a_name, out):
+    x = v.float_array(x, x_name)
+    inputs = (x,)
+    if a is not None:
+        a = v.float_array(a, a_name)
+        v.same_dtype((x_name, x), (a_name, a))
+        v.same_shape(x_name, x, a_name, a)
+        inputs = (x, a)
+    if out is None:
+        out = np.empty_like(x) if _same_layout(*inputs) else np.empty(x.shape, x.dtype)
+    else:
+        out = v.output(out, x.shape, x.dtype)
+    # in place is fine when out IS an input; any other overlap goes through a copy
+    separate = all(out is i or not np.may_share_memory(out, i) for i in inputs)
+    if separate and _same_layout(out, *inputs):
+        _act.apply(op, x, a, out, _dispatch._num_threads)
+        return out
+    result = np.empty(x.shape, x.dtype)
+    _act.apply(op, np.ascontiguousarray(x), None if a is None else np.ascontiguousarray(a),
+               result, _dispatch._num_threads)
+    out[...] = result
+    return out
+
+
+def sigmoid(z, out=None):
+    """a = 1 / (1 + e**-z), without overflow for any z."""
+    return _map(_act.Op.SIGMOID, z, "z", None, None, out)
+
+
+def relu(z, out=None):
+    """a = max(0, z)."""
+    return _map(_act.Op.RELU, z, "z", None, None, out)
+
+
+def sigmoid_backward(grad, a, out=None):
+    """grad ⊙ a ⊙ (1 - a), from the sigmoid's output a."""
+    return _map(_act.Op.SIGMOID_BACKWARD, grad, "grad", a, "a", out)
+
+
+def tanh_backward(grad, a, out=None):
+    """grad ⊙ (1 - a²), from the tanh's output a."""
+    return _map(_act.Op.TANH_BACKWARD, grad, "grad", a, "a", out)
+
+
+def relu_backward(grad, a, out=None):
+    """grad where a > 0, else 0 (PyTorch's threshold_backward rule)."""
+    return _map(_act.Op.RELU_BACKWARD, grad, "grad", a, "a", out)
+
+
+# Softmax family ------------------------------------------------------------------------
+
+def _softmax_family(op, x, x_name, b, b_name, axis, out):
+    x = v.float_array(x, x_name)
+    x2 = v.as_matrix(x, x_name)
+    if b is not None:
+        b = v.float_array(b, b_name)
+        v.same_dtype((x_name, x), (b_name, b))
+        v.same_shape(x_name, x, b_name, b)
+        b = v.as_matrix(b, b_name)
+    ax = v.class_axis(axis, x.ndim)
+    out = v.output(out, x.shape, x.dtype)
+    out2 = v.as_matrix(out, "out")
+    if not v.element_strides_ok(x2, out2, *(() if b is None else (b,))):
+        x2 = np.ascontiguousarray(x2)
+        b = None if b is None else np.ascontiguousarray(b)
+    if v.overlaps(out2, x2, b):
+        result = np.empty(x2.shape, x2.dtype)
+        _sm.softmax_family(op, x2, b, result, ax, _dispatch._num_threads)
+        out2[...] = result
+    else:
+        _sm.softmax_family(op, x2, b, out2, ax, _dispatch._num_threads)
+    return out
+
+
+def softmax(z, axis=-1, out=None):
+    """p = e**z / sum(e**z) along `axis` (max-subtracted)."""
+    return _softmax_family(_sm.Op.SOFTMAX, z, "z", None, None, axis, out)
+
+
+def log_softmax(z, axis=-1, out=None):
+    """log p = z - max - log sum e**(z - max) along `axis`."""
+    return _softmax_family(_sm.Op.LOG_SOFTMAX, z, "z", None, None, axis, out)
+
+
+def softmax_backward(grad, p, axis=-1, out=None):
+    """p ⊙ (grad - sum_axis grad ⊙ p): the softmax's Jacobian-vector product."""
+    return _softmax_family(_sm.Op.SOFTMAX_BACKWARD, grad, "grad", p, "p", axis, out)
+
+
+# Softmax + cross-entropy ------------------------------------------------------------------
+
+def _cross_entropy(logits, target, axis, reduction, weight, ignore_index,
+                   label_smoothing, out):
+    logits = v.float_array(logits, "logits")
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be a 2-D array, got shape {logits.shape}")
+    ax = v.class_axis(axis, 2)
+    n_classes, n_rows = logits.shape[ax], logits.shape[1 - ax]
+    red = v.reduction_code(reduction)
+    eps = v.label_smoothing_value(label_smoothing)
+    ignore_index = v.integer(ignore_index, "ignore_index")
+
+    if not isinstance(target, np.ndarray):
+        target = np.asarray(target)
+    kind = target.dtype.kind
+    if kind in "iu":
+        target = v.class_indices(target, n_rows)
+    elif kind == "f":
+        if target.shape != logits.shape:
+            raise ValueError(
+                f"target must be integer class indices of shape ({n_rows},) or "
+                f"probabilities of the logits' shape {logits.shape}; got a float "
+                f"array of shape {target.shape} (cast class labels to an integer dtype)")
+        v.same_dtype(("logits", logits), ("target", target))
+    else:
+        raise TypeError(f"target must be integer class indices or float probabilities, "
+                        f"got dtype {target.dtype}")
+
+    if weight is not None:
+        weight = v.float_array(weight, "weight")
+        v.same_dtype(("logits", logits), ("weight", weight))
+        if weight.shape != (n_classes,):
+            raise ValueError(f"weight must have shape ({n_classes},), got {weight.shape}")
+        weight = np.ascontiguousarray(weight)
+
+    grad = v.output(out, logits.shape, logits.dtype)
+    if not v.element_strides_ok(logits, target):
+        logits, target = np.ascontiguousarray(logits), np.ascontiguousarray(target)
+    work = grad
+    if not v.element_strides_ok(grad) or v.overlaps(grad, logits, target, weight):
+        work = np.empty(logits.shape, logits.dtype)
+    loss_rows = np.empty(n_rows, logits.dtype) if red == 0 else None
+    total = _sm.cross_entropy(logits, target, weight, ignore_index, eps, red, work,
+                              loss_rows, ax, _dispatch._num_threads)
+    if work is not grad:
+        grad[...] = work
+    loss = loss_rows if red == 0 else logits.dtype.type(total)
+    return loss, grad
+
+
+def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean", weight=None,
+                          ignore_index=-100, label_smoothing=0.0, out=None):
+    """Fused softmax + cross-entropy: (loss, d loss / d logits), as
+    torch.nn.functional.cross_entropy with the same arguments."""
+    return _cross_entropy(logits, target, axis, reduction, weight, ignore_index,
+                          label_smoothing, out)
+
+
+def softmax_cross_entropy_backward(logits, target, *, axis=-1, reduction="mean",
+                                   weight=None, ignore_index=-100, label_smoothing=0.0,
+                                   out=None):
+    """The gradient half of softmax_cross_entropy (same single pass)."""
+    return _cross_entropy(logits, target, axis, reduction, weight, ignore_index,
+                          label_smoothing, out)[1]
+
+
+# Element-wise losses -------------------------------------------------------------------------
+
+def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out):
+    x = v.float_array(x, x_name)
+    target = v.float_array(target, "target")
+    v.same_dtype((x_name, x), ("target", target))
+    v.same_shape(x_name, x, "target", target)
+    if x.ndim > 2:
+        raise ValueError(f"{x_name} must be a 1-D or 2-D array, got shape {x.shape}")
+    red = v.reduction_code(reduction)
+    shape2 = (1, x.size) if x.ndim < 2 else x.shape
+    cols = shape2[1]
+    x2 = np.ascontiguousarray(x).reshape(shape2)
+    t2 = np.ascontiguousarray(target).reshape(shape2)
+    if op == _sm.Op.BCE:
+        v.probability(x2, x_name)
+
+    w2, w_row_stride = None, 0
+    if weight is not None:
+        weight = v.float_array(weight, "weight")
+        v.same_dtype((x_name, x), ("weight", weight))
+        try:
+            np.broadcast_shapes(weight.shape, x.shape)
+        except ValueError:
+            raise ValueError(f"weight of shape {weight.shape} does not broadcast "
+                             f"against {x_name} of shape {x.shape}") from None
+        if np.broadcast_shapes(weight.shape, x.shape) != x.shape:
+            raise ValueError(f"weight of shape {weight.shape} would broadcast {x_name} "
+                             f"{x.shape} to a larger shape")
+        if weight.ndim == 0 or weight.shape[-1:] == (cols,) and weight.size == cols:
+            w2 = np.ascontiguousarray(np.broadcast_to(weight, (cols,)))   # one per column
+        else:
+            w2 = np.ascontiguousarray(np.broadcast_to(weight, x.shape)).reshape(shape2)
+            w_row_stride = cols
+    pw = None
+    if pos_weight is not None:
+        pos_weight = v.float_array(pos_weight, "pos_weight")
+        v.same_dtype((x_name, x), ("pos_weight", pos_weight))
+        if pos_weight.size not in (1, cols) or pos_weight.ndim > 1:
+            raise ValueError(f"pos_weight must hold one value per column ({cols},), "
+                             f"got shape {pos_weight.shape}")
+        pw = np.ascontiguousarray(np.broadcast_to(pos_weight.reshape(-1), (cols,)))
+
+    grad = v.output(out, x.shape, x.dtype)
+    work = grad
+    if not grad.flags.c_contiguous or v.overlaps(grad, x2, t2, w2, pw):
+        work = np.empty(x.shape, x.dtype)
+    loss_out = np.empty(x.shape, x.dtype) if red == 0 else None
+    total = _sm.elementwise_loss(op, x2, t2, w2, w_row_stride, pw, red, work.reshape(shape2),
+                                 None if loss_out is None else loss_out.reshape(shape2),
+                                 _dispatch._num_threads)
+    if work is not grad:
+        grad[...] = work
+    loss = loss_out if red == 0 else x.dtype.type(total)
+    return loss, grad
+
+
+def sigmoid_binary_cross_entropy(logits, target, *, reduction="mean", weight=None,
+                                 pos_weight=None, out=None):
+    """sigmoid + binary cross-entropy fused: (loss, d loss / d logits), as
+    torch.nn.functional.binary_cross_entropy_with_logits."""
+    return _elementwise_loss(_sm.Op.BCE_WITH_LOGITS, logits, "logits", target, reduction,
+                             weight, pos_weight, out)
+
+
+def binary_cross_entropy(probs, target, *, reduction="mean", weight=None, out=None):
+    """Binary cross-entropy on probabilities: (loss, d loss / d probs), as
+    torch.nn.functional.binary_cross_entropy (logs clamped at -100)."""
+    return _elementwise_loss(_sm.Op.BCE, probs, "probs", target, reduction, weight, None, out)
+
+
+def mse(pred, target, *, reduction="mean", out=None):
+    """Mean squared error: (loss, d loss / d pred), as torch.nn.functional.mse_loss."""
+    return _elementwise_loss(_sm.Op.MSE, pred, "pred", target, reduction, None, None, out)

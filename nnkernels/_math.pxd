@@ -1,0 +1,192 @@
+# cython: language_level=3
+"""Scalar formulas and row reductions shared by every kernel.
+
+Each formula is written once, as an inline function next to its equation;
+the kernels' loops only apply them.  Everything here is branch-free (the
+conditionals are selects), so a loop that calls these functions is
+vectorised by the C compiler at whatever width the module is built for.
+
+Reductions (max, sum, dot) keep LANES independent partial results: the
+compiler vectorises them without being allowed to reassociate floating-point
+additions (no -ffast-math), and the result does not depend on the ISA.
+"""
+
+from libc.math cimport INFINITY
+from libc.stdint cimport int32_t, int64_t
+from cython cimport floating
+
+cdef extern from *:
+    """
+    #include <string.h>
+    #include <stdint.h>
+    /* 2**n for an integer n in the normal range, from the exponent bits.
+       memcpy is C's bit cast; the compiler turns it into a register move. */
+    static inline float nnk_pow2_f(int32_t n) {
+        int32_t bits = (n + 127) << 23; float f; memcpy(&f, &bits, sizeof f); return f;
+    }
+    static inline double nnk_pow2_d(int32_t n) {
+        int64_t bits = ((int64_t)(n + 1023)) << 52; double d; memcpy(&d, &bits, sizeof d); return d;
+    }
+    /* k = y + shifter with shifter = 1.5 * 2**(mantissa bits) holds round(y)
+       in its low mantissa bits: the difference of the two bit patterns is
+       that integer.  Unsigned arithmetic: garbage in (NaN) is garbage out,
+       never undefined behaviour. */
+    static inline int32_t nnk_shifted_int_f(float k, float shifter) {
+        uint32_t a, b; memcpy(&a, &k, sizeof a); memcpy(&b, &shifter, sizeof b);
+        return (int32_t)(a - b);
+    }
+    static inline int32_t nnk_shifted_int_d(double k, double shifter) {
+        uint64_t a, b; memcpy(&a, &k, sizeof a); memcpy(&b, &shifter, sizeof b);
+        return (int32_t)(uint32_t)(a - b);
+    }
+    /* ln 2 split into a part exact in few bits and a correction (Cody and
+       Waite), so that x - n ln2 loses nothing for the n that occur here. */
+    static const double NNK_LN2_HI = 0.693145751953125;
+    static const double NNK_LN2_LO = 1.42860682030941723212e-6;
+    static const double NNK_LOG2E = 1.4426950408889634;
+    /* ln of the smallest normal number: below it e**x is returned as 0. */
+    static const float NNK_EXP_MIN_ARG_F = -87.33654f;
+    static const double NNK_EXP_MIN_ARG_D = -708.3964185322641;
+    """
+    float nnk_pow2_f(int32_t n) noexcept nogil
+    double nnk_pow2_d(int32_t n) noexcept nogil
+    int32_t nnk_shifted_int_f(float k, float shifter) noexcept nogil
+    int32_t nnk_shifted_int_d(double k, double shifter) noexcept nogil
+    const double NNK_LN2_HI, NNK_LN2_LO, NNK_LOG2E, NNK_EXP_MIN_ARG_D
+    const float NNK_EXP_MIN_ARG_F
+
+cdef enum:
+    LANES = 16   # independent partial results in a reduction (one AVX-512 float vector)
+
+# e**x for x <= 0 ------------------------------------------------------------
+#   x = n ln2 + r, n = round(x / ln2), |r| <= ln2 / 2   =>   e**x = 2**n * e**r
+#   e**r by its Taylor polynomial, degree 7 (float32) or 12 (float64): the
+#   first omitted term is below half an ulp on |r| <= ln2/2.
+# x < ln(smallest normal) gives 0, x = -inf gives 0, NaN gives NaN.  Only
+# x <= 0 occurs in the callers (z - max z, -|z|); larger x is not supported.
+# Written without branches (the clamp of n is integer min/max, the last line
+# a select) so that a loop calling it vectorises.
+cdef inline floating exp_nonpos(floating x) noexcept nogil:
+    # Literals are typed: an untyped 1 or 0.5 would be a C double and drag
+    # float32 work into float64.
+    cdef floating zero = 0, one = 1, lo, shifter, k, nf, r, p
+    cdef int32_t n, n_min
+    if floating is float:
+        lo = NNK_EXP_MIN_ARG_F
+        shifter = 12582912.0            # 1.5 * 2**23
+        n_min = -126
+    else:
+        lo = NNK_EXP_MIN_ARG_D
+        shifter = 6755399441055744.0    # 1.5 * 2**52
+        n_min = -1022
+    k = x * <floating>NNK_LOG2E + shifter
+    nf = k - shifter                    # round(x / ln2) as a float
+    if floating is float:
+        n = nnk_shifted_int_f(k, shifter)
+    else:
+        n = nnk_shifted_int_d(k, shifter)
+    n = n if n > n_min else n_min       # only matters where the result is 0 anyway
+    n = n if n < 0 else 0
+    r = x - nf * <floating>NNK_LN2_HI - nf * <floating>NNK_LN2_LO
+    if floating is float:
+        p = one + r * (one + r * (<float>(1/2.) + r * (<float>(1/6.) + r * (<float>(1/24.)
+            + r * (<float>(1/120.) + r * (<float>(1/720.) + r * <float>(1/5040.)))))))
+        p = p * nnk_pow2_f(n)
+    else:
+        p = one + r * (one + r * (1/2. + r * (1/6. + r * (1/24. + r * (1/120. + r * (1/720.
+            + r * (1/5040. + r * (1/40320. + r * (1/362880. + r * (1/3628800.
+            + r * (1/39916800. + r * (1/479001600.))))))))))))
+        p = p * nnk_pow2_d(n)
+    return zero if x < lo else p
+
+
+# Activations -------------------------------------------------------------------
+# sigmoid σ(z) = 1 / (1 + e**-z); only e**-|z| <= 1 is formed, so no z overflows:
+#   z >= 0: 1 / (1 + e**-z)        z < 0: e**z / (1 + e**z)
+cdef inline floating sigmoid_of(floating z) noexcept nogil:
+    cdef floating zero = 0, one = 1
+    cdef floating e = exp_nonpos(z if z < zero else -z)   # e**-|z|
+    cdef floating r = one / (one + e)
+    cdef floating er = e * r           # both sides computed: a select, not a branch
+    return r if z >= zero else er
+
+# relu(z) = max(0, z); NaN stays NaN (as torch.relu)
+cdef inline floating relu_of(floating z) noexcept nogil:
+    cdef floating zero = 0
+    return zero if z <= zero else z
+
+
+# Hadamard backward, from the layer output a:  dZ = dA ⊙ g'(a) --------------------
+# sigmoid: g' = a (1 - a)
+cdef inline floating sigmoid_grad(floating grad, floating a) noexcept nogil:
+    cdef floating one = 1
+    return grad * (a * (one - a))
+
+# tanh: g' = 1 - a²
+cdef inline floating tanh_grad(floating grad, floating a) noexcept nogil:
+    cdef floating one = 1
+    return grad * (one - a * a)
+
+# relu: g' = [a > 0]  (0 at a == 0 and for NaN a: torch's threshold_backward)
+cdef inline floating relu_grad(floating grad, floating a) noexcept nogil:
+    cdef floating zero = 0
+    return grad if a > zero else zero
+
+
+# Row reductions over n contiguous values ---------------------------------------
+cdef inline floating lanes_sum(floating* acc) noexcept nogil:
+    """Pairwise sum of the LANES partial results."""
+    cdef int width = LANES // 2, k
+    while width > 0:
+        for k in range(width):
+            acc[k] = acc[k] + acc[k + width]
+        width = width // 2
+    return acc[0]
+
+
+cdef inline floating row_sum(const floating* x, Py_ssize_t n) noexcept nogil:
+    cdef floating acc[LANES]
+    cdef Py_ssize_t b, j, k, body = n - n % LANES
+    for k in range(LANES):
+        acc[k] = <floating>0
+    for b in range(n // LANES):
+        j = b * LANES
+        for k in range(LANES):
+            acc[k] = acc[k] + x[j + k]
+    for j in range(body, n):
+        acc[j - body] = acc[j - body] + x[j]
+    return lanes_sum(acc)
+
+
+cdef inline floating row_dot(const floating* x, const floating* y, Py_ssize_t n) noexcept nogil:
+    cdef floating acc[LANES]
+    cdef Py_ssize_t b, j, k, body = n - n % LANES
+    for k in range(LANES):
+        acc[k] = <floating>0
+    for b in range(n // LANES):
+        j = b * LANES
+        for k in range(LANES):
+            acc[k] = acc[k] + x[j + k] * y[j + k]
+    for j in range(body, n):
+        acc[j - body] = acc[j - body] + x[j] * y[j]
+    return lanes_sum(acc)
+
+
+# max over the row.  A NaN may or may not win here; either way the softmax
+# of that row is NaN, because e**(NaN - max) is NaN and enters the row's sum.
+cdef inline floating row_max(const floating* x, Py_ssize_t n) noexcept nogil:
+    cdef floating acc[LANES]
+    cdef floating m
+    cdef Py_ssize_t b, j, k, body = n - n % LANES
+    for k in range(LANES):
+        acc[k] = -INFINITY
+    for b in range(n // LANES):
+        j = b * LANES
+        for k in range(LANES):
+            acc[k] = x[j + k] if x[j + k] > acc[k] else acc[k]
+    for j in range(body, n):
+        acc[j - body] = x[j] if x[j] > acc[j - body] else acc[j - body]
+    m = acc[0]
+    for k in range(1, LANES):
+        m = acc[k] if acc[k] > m else m
+    return m

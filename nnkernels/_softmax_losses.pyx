@@ -1,0 +1,553 @@
+# cython: language_level=3
+"""Softmax family and losses: softmax, log_softmax, softmax_backward, fused
+softmax + cross-entropy, and the element-wise binary losses and MSE.
+
+Design
+------
+Softmax-family kernels work one row at a time, a row being one sample's C
+class values whatever the memory layout.  Per row they make a few short
+passes over C values that stay in L1 (max, exp and sum, scale), so the
+matrix itself is read once and written once.  A row whose class axis is not
+contiguous (the notes' (C, N) layout with axis=0, or any strided view) is
+gathered into a per-thread scratch row and its result scattered back: the
+same row code serves every layout and no whole-array copy is made.
+
+Cross-entropy with every option is one formula.  The target enters through
+a per-class vector q (never materialised for class indices):
+
+    probabilities y:  q_j = w_j ((1 - eps) y_j + eps / C)
+    class index t:    q_j = (1 - eps) w_t [j == t] + (eps / C) w_j
+
+    loss_i = sum_j q_j (lse_i - z_ij),   lse_i = log sum_j e**z_ij
+           = S log s - sum_j q_j (z_ij - m),  S = sum_j q_j,  m = max_j z_ij,
+                                              s = sum_j e**(z_ij - m)
+    dloss_i/dz_ij = S p_ij - q_j
+
+which is PyTorch's cross_entropy for weight, label_smoothing (eps/C) and
+soft targets; with none of them q is one-hot, S = 1 and dZ = (P - Y)/N.
+"mean" multiplies every row's gradient by 1/denominator, so the pre-pass over
+the labels (which also validates them) sums the row weights first.
+
+Per-row losses go to a buffer and are summed after the parallel loop, so the
+loss does not depend on the thread count.
+"""
+
+cimport numpy as cnp
+from cython cimport floating
+from cython.parallel cimport prange, parallel
+from libc.math cimport log, log1p, exp, fabs, NAN
+from libc.stdlib cimport malloc, free
+
+from nnkernels._math cimport exp_nonpos, row_max, row_sum, row_dot, sigmoid_of
+
+cnp.import_array()
+
+cdef extern from *:
+    const char* NNK_ISA
+    const char* NNK_CFLAGS
+
+ISA = NNK_ISA.decode()
+COMPILE_ARGS = NNK_CFLAGS.decode()
+
+cdef enum:
+    PARALLEL_MIN = 32768    # elements below which threads are not woken
+
+cpdef enum Op:          # operation codes, visible to the Python layer
+    SOFTMAX
+    LOG_SOFTMAX
+    SOFTMAX_BACKWARD
+    BCE_WITH_LOGITS
+    BCE
+    MSE
+
+cpdef enum Reduction:
+    NONE
+    MEAN
+    SUM
+
+
+# A 2-D array seen as n_rows rows of n_classes values: strides in elements.
+cdef struct Rows:
+    char* data
+    Py_ssize_t row_stride
+    Py_ssize_t class_stride     # 1: a row is contiguous and used in place
+
+
+cdef Rows as_rows(cnp.ndarray a, int class_axis):
+    cdef Rows r
+    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(a)
+    r.data = <char*>cnp.PyArray_DATA(a)
+    r.row_stride = cnp.PyArray_STRIDE(a, 1 - class_axis) // size
+    r.class_stride = cnp.PyArray_STRIDE(a, class_axis) // size
+    return r
+
+
+cdef inline floating* row_ptr(Rows a, Py_ssize_t i, floating* kind) noexcept nogil:
+    return (<floating*>a.data) + i * a.row_stride
+
+
+# A row to read: in place when contiguous, else gathered into `scratch`.
+cdef inline const floating* read_row(Rows a, Py_ssize_t i, Py_ssize_t n,
+                                     floating* scratch) noexcept nogil:
+    cdef floating* p = row_ptr(a, i, scratch)
+    cdef Py_ssize_t j
+    if a.class_stride == 1:
+        return p
+    for j in range(n):
+        scratch[j] = p[j * a.class_stride]
+    return scratch
+
+
+# Where to write a row: in place when contiguous, else `scratch` (see flush_row).
+cdef inline floating* write_row(Rows a, Py_ssize_t i, floating* scratch) noexcept nogil:
+    return row_ptr(a, i, scratch) if a.class_stride == 1 else scratch
+
+
+cdef inline void flush_row(Rows a, Py_ssize_t i, Py_ssize_t n,
+                           const floating* row) noexcept nogil:
+    cdef floating* p
+    cdef Py_ssize_t j
+    if a.class_stride != 1:
+        p = row_ptr(a, i, <floating*>row)
+        for j in range(n):
+            p[j * a.class_stride] = row[j]
+
+
+# Row kernels ---------------------------------------------------------------------
+# e_j = e**(z_j - m) into e, returns s = sum_j e_j
+cdef inline floating exp_shifted(const floating* z, floating m, floating* e,
+                                 Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        e[j] = exp_nonpos(z[j] - m)
+    return row_sum(e, n)
+
+
+# g_j = k g_j - c v_j   (v NULL: v_j = 1; c = 0 leaves k g_j exactly)
+cdef inline void scale_sub(floating* g, floating k, floating c, const floating* v,
+                           Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    if v == NULL:
+        for j in range(n):
+            g[j] = k * g[j] - c
+    else:
+        for j in range(n):
+            g[j] = k * g[j] - c * v[j]
+
+
+# p = softmax(z)
+cdef inline void softmax_row(const floating* z, floating* p, Py_ssize_t n) noexcept nogil:
+    cdef floating s = exp_shifted(z, row_max(z, n), p, n)
+    scale_sub(p, <floating>1 / s, 0, <const floating*>NULL, n)
+
+
+# out = z - m - log s
+cdef inline void log_softmax_row(const floating* z, floating* out, Py_ssize_t n) noexcept nogil:
+    cdef floating m = row_max(z, n)
+    cdef floating lse = m + <floating>log(exp_shifted(z, m, out, n))
+    cdef Py_ssize_t j
+    for j in range(n):
+        out[j] = z[j] - lse
+
+
+# out = p ⊙ (g - sum_j g_j p_j)
+cdef inline void softmax_backward_row(const floating* g, const floating* p, floating* out,
+                                      Py_ssize_t n) noexcept nogil:
+    cdef floating dot = row_dot(g, p, n)
+    cdef Py_ssize_t j
+    for j in range(n):
+        out[j] = p[j] * (g[j] - dot)
+
+
+# Cross-entropy of one row with class index t (see the design note):
+# returns loss_i, writes scale * dloss_i/dz into grad.  w: class weights or NULL.
+cdef inline double ce_index_row(
+    const floating* z,        # IN  (n,) logits
+    Py_ssize_t t,             # IN  class index, 0 <= t < n
+    const floating* w,        # IN  (n,) class weights, or NULL
+    floating w_sum,           # IN  sum_j w_j (n when w is NULL)
+    floating keep,            # IN  1 - eps
+    floating eps_c,           # IN  eps / C
+    floating scale,           # IN  gradient factor (1/denominator for "mean")
+    floating* grad,           # OUT (n,)
+    Py_ssize_t n,
+) noexcept nogil:
+    cdef floating m = row_max(z, n)
+    cdef floating w_t = w[t] if w != NULL else 1
+    cdef floating S = keep * w_t + eps_c * w_sum
+    # sum_j q_j (z_j - m)
+    cdef double qz = keep * w_t * (z[t] - m)
+    cdef floating s
+    if eps_c != 0:
+        qz += eps_c * ((row_dot(w, z, n) if w != NULL else row_sum(z, n)) - m * w_sum)
+    s = exp_shifted(z, m, grad, n)
+    # q_j = (eps/C) w_j off the target; w only read when smoothing is on
+    scale_sub(grad, scale * S / s, scale * eps_c, w if eps_c != 0 else NULL, n)
+    grad[t] -= scale * keep * w_t
+    return S * <double>log(s) - qz
+
+
+# Cross-entropy of one row with probability targets y; q is scratch (n,).
+cdef inline double ce_prob_row(
+    const floating* z,        # IN  (n,) logits
+    const floating* y,        # IN  (n,) target probabilities
+    const floating* w,        # IN  (n,) class weights, or NULL
+    floating keep,            # IN  1 - eps
+    floating eps_c,           # IN  eps / C
+    floating scale,           # IN  gradient factor
+    floating* q,              # SCRATCH (n,)
+    floating* grad,           # OUT (n,)
+    Py_ssize_t n,
+) noexcept nogil:
+    cdef floating m = row_max(z, n)
+    cdef floating S, s
+    cdef double qz
+    cdef Py_ssize_t j
+    if w == NULL:
+        for j in range(n):
+            q[j] = keep * y[j] + eps_c
+    else:
+        for j in range(n):
+            q[j] = w[j] * (keep * y[j] + eps_c)
+    S = row_sum(q, n)
+    qz = <double>row_dot(q, z, n) - <double>m * S
+    s = exp_shifted(z, m, grad, n)
+    scale_sub(grad, scale * S / s, scale, q, n)
+    return S * <double>log(s) - qz
+
+
+# Drivers -------------------------------------------------------------------------
+cdef int softmax_rows(
+    int op,
+    Rows a,                   # IN  z (SOFTMAX, LOG_SOFTMAX) or grad (SOFTMAX_BACKWARD)
+    Rows b,                   # IN  p (SOFTMAX_BACKWARD only)
+    Rows out,                 # OUT
+    Py_ssize_t n_rows, Py_ssize_t n,
+    int n_threads,
+    floating* kind,
+) noexcept nogil:
+    """Returns 0, or -1 when a thread could not allocate its scratch rows."""
+    cdef Py_ssize_t i
+    cdef floating* scratch = NULL
+    cdef const floating* x
+    cdef const floating* y
+    cdef floating* o
+    cdef int failed = 0
+    cdef int* failed_flag = &failed    # written through a pointer: shared by the threads
+    with parallel(num_threads=n_threads,
+                  use_threads_if=n_threads > 1 and n_rows * n >= PARALLEL_MIN):
+        scratch = <floating*>malloc(3 * n * sizeof(floating))
+        if scratch == NULL:
+            failed_flag[0] = 1
+        else:
+            for i in prange(n_rows, schedule="static"):
+                x = read_row(a, i, n, scratch)
+                o = write_row(out, i, scratch + 2 * n)
+                if op == SOFTMAX:
+                    softmax_row(x, o, n)
+                elif op == LOG_SOFTMAX:
+                    log_softmax_row(x, o, n)
+                else:
+                    y = read_row(b, i, n, scratch + n)
+                    softmax_backward_row(x, y, o, n)
+                flush_row(out, i, n, o)
+            free(scratch)
+    return -1 if failed else 0
+
+
+cdef int cross_entropy_rows(
+    Rows z,                   # IN  logits
+    const Py_ssize_t* labels, # IN  (n_rows,) class indices, or NULL
+    Rows y,                   # IN  probability targets (when labels is NULL)
+    const floating* w,        # IN  (n,) class weights, or NULL
+    Py_ssize_t ignore_index,
+    floating eps, floating scale,
+    Rows grad,                # OUT
+    double* row_loss,         # OUT (n_rows,)
+    Py_ssize_t n_rows, Py_ssize_t n,
+    int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t i, j, t
+    cdef floating keep = 1 - eps, eps_c = eps / n, w_sum = n
+    cdef floating* scratch = NULL
+    cdef const floating* zr
+    cdef floating* g
+    cdef int failed = 0
+    cdef int* failed_flag = &failed    # written through a pointer: shared by the threads
+    if w != NULL:
+        w_sum = row_sum(w, n)
+    with parallel(num_threads=n_threads,
+                  use_threads_if=n_threads > 1 and n_rows * n >= PARALLEL_MIN):
+        scratch = <floating*>malloc(4 * n * sizeof(floating))
+        if scratch == NULL:
+            failed_flag[0] = 1
+        else:
+            for i in prange(n_rows, schedule="static"):
+                zr = read_row(z, i, n, scratch)
+                g = write_row(grad, i, scratch + 2 * n)
+                if labels == NULL:
+                    row_loss[i] = ce_prob_row(zr, read_row(y, i, n, scratch + n), w,
+                                              keep, eps_c, scale, scratch + 3 * n, g, n)
+                else:
+                    t = labels[i]
+                    if t == ignore_index:
+                        for j in range(n):
+                            g[j] = 0
+                        row_loss[i] = 0
+                    else:
+                        row_loss[i] = ce_index_row(zr, t, w, w_sum, keep, eps_c, scale, g, n)
+                flush_row(grad, i, n, g)
+            free(scratch)
+    return -1 if failed else 0
+
+
+cdef Py_ssize_t scan_labels(
+    const Py_ssize_t* labels, Py_ssize_t n_rows, Py_ssize_t n_classes,
+    Py_ssize_t ignore_index, const floating* w,
+    double* weight_total,     # OUT sum of w[t] (1 if w is NULL) over rows not ignored
+) noexcept nogil:
+    """Validate the labels; returns the first bad position, or -1."""
+    cdef Py_ssize_t i, t
+    cdef double total = 0
+    for i in range(n_rows):
+        t = labels[i]
+        if t == ignore_index:
+            continue
+        if t < 0 or t >= n_classes:
+            return i
+        total += w[t] if w != NULL else 1
+    weight_total[0] = total
+    return -1
+
+
+def softmax_family(int op, cnp.ndarray a, object b, cnp.ndarray out, int class_axis,
+                   int n_threads):
+    """out = op(a[, b]) row by row along `class_axis` of 2-D arrays.
+
+    The caller (nnkernels._api) has validated shapes, dtypes and that `out`
+    does not overlap the inputs.
+    """
+    cdef Rows ra = as_rows(a, class_axis)
+    cdef Rows rb = ra
+    cdef Rows ro = as_rows(out, class_axis)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(a, class_axis)
+    cdef Py_ssize_t n_rows = cnp.PyArray_DIM(a, 1 - class_axis)
+    cdef int status
+    if b is not None:
+        rb = as_rows(<cnp.ndarray>b, class_axis)
+    if n == 0 or n_rows == 0:
+        return out
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
+        with nogil:
+            status = softmax_rows[float](op, ra, rb, ro, n_rows, n, n_threads, NULL)
+    else:
+        with nogil:
+            status = softmax_rows[double](op, ra, rb, ro, n_rows, n, n_threads, NULL)
+    if status != 0:
+        raise MemoryError("nnkernels: could not allocate scratch rows")
+    return out
+
+
+def cross_entropy(cnp.ndarray z, cnp.ndarray target, object weight, Py_ssize_t ignore_index,
+                  double label_smoothing, int reduction, cnp.ndarray grad,
+                  object loss_rows, int class_axis, int n_threads):
+    """Fused softmax cross-entropy: fills `grad`, returns the reduced loss (a float),
+    or fills `loss_rows` (reduction NONE) and returns None.
+
+    `target` is an intp array of class indices (n_rows,) or a float array of
+    z's shape.  Labels are validated here, before any work: a bad one raises
+    ValueError naming its position and value.
+    """
+    cdef Py_ssize_t n = cnp.PyArray_DIM(z, class_axis)
+    cdef Py_ssize_t n_rows = cnp.PyArray_DIM(z, 1 - class_axis)
+    cdef Rows rz = as_rows(z, class_axis)
+    cdef Rows rg = as_rows(grad, class_axis)
+    cdef Rows ry = rz
+    cdef const Py_ssize_t* labels = NULL
+    cdef void* w = NULL
+    cdef double denominator, scale, total = 0, weight_total = 0
+    cdef Py_ssize_t bad = -1, i
+    cdef int status
+    cdef bint single = cnp.PyArray_TYPE(z) == cnp.NPY_FLOAT32
+    cdef double* row_loss
+    if weight is not None:
+        w = cnp.PyArray_DATA(<cnp.ndarray>weight)
+    if cnp.PyArray_TYPE(target) == cnp.NPY_INTP and cnp.PyArray_NDIM(target) == 1:
+        labels = <const Py_ssize_t*>cnp.PyArray_DATA(target)
+        with nogil:
+            if single:
+                bad = scan_labels[float](labels, n_rows, n, ignore_index, <const float*>w, &weight_total)
+            else:
+                bad = scan_labels[double](labels, n_rows, n, ignore_index, <const double*>w, &weight_total)
+        if bad >= 0:
+            raise ValueError(
+                f"target[{bad}] = {labels[bad]} is not a class index in [0, {n}) "
+                f"and not ignore_index ({ignore_index})")
+        denominator = weight_total
+    else:
+        ry = as_rows(target, class_axis)
+        denominator = n_rows
+
+    row_loss = <double*>malloc(max(n_rows, 1) * sizeof(double))
+    if row_loss == NULL:
+        raise MemoryError("nnkernels: could not allocate the row losses")
+    try:
+        scale = 1.0
+        if reduction == MEAN:
+            # denominator 0: NaN loss; rows not ignored get NaN gradients and
+            # ignored rows zeros, so all rows ignored -> zero gradient (as torch)
+            scale = 1.0 / denominator if denominator != 0 else NAN
+        with nogil:
+            if single:
+                status = cross_entropy_rows[float](rz, labels, ry, <const float*>w, ignore_index,
+                                                   label_smoothing, scale, rg, row_loss,
+                                                   n_rows, n, n_threads)
+            else:
+                status = cross_entropy_rows[double](rz, labels, ry, <const double*>w, ignore_index,
+                                                    label_smoothing, scale, rg, row_loss,
+                                                    n_rows, n, n_threads)
+        if status != 0:
+            raise MemoryError("nnkernels: could not allocate scratch rows")
+        if reduction == NONE:
+            fill_from_doubles(<cnp.ndarray>loss_rows, row_loss, n_rows)
+            return None
+        for i in range(n_rows):
+            total += row_loss[i]
+        if reduction == MEAN:
+            return total / denominator if denominator != 0 else NAN
+        return total
+    finally:
+        free(row_loss)
+
+
+cdef void fill_from_doubles(cnp.ndarray dst, const double* src, Py_ssize_t n):
+    cdef Py_ssize_t i
+    cdef float* f
+    cdef double* d
+    if cnp.PyArray_TYPE(dst) == cnp.NPY_FLOAT32:
+        f = <float*>cnp.PyArray_DATA(dst)
+        for i in range(n):
+            f[i] = <float>src[i]
+    else:
+        d = <double*>cnp.PyArray_DATA(dst)
+        for i in range(n):
+            d[i] = src[i]
+
+
+# Element-wise losses -------------------------------------------------------------
+# Each returns the loss of one element and writes dloss/dx to grad[0].
+
+# sigmoid + BCE, PyTorch's binary_cross_entropy_with_logits with pos_weight pw:
+#   loss = (1 - y) z + (1 + (pw - 1) y) (log1p(e**-|z|) + max(-z, 0))
+#   dloss/dz = (1 - y) - (1 + (pw - 1) y) (1 - σ(z))       (pw = 1: σ(z) - y)
+cdef inline double bce_with_logits(floating z, floating y, floating pw,
+                                   floating* grad) noexcept nogil:
+    cdef double zd = z, yd = y
+    cdef double log_weight = 1 + (<double>pw - 1) * yd
+    cdef double softplus_neg = log1p(exp(-fabs(zd))) + (-zd if zd < 0 else 0)
+    grad[0] = <floating>((1 - yd) - log_weight * (1 - <double>sigmoid_of(z)))
+    return (1 - yd) * zd + log_weight * softplus_neg
+
+
+# BCE on probabilities, PyTorch's binary_cross_entropy (logs clamped at -100):
+#   loss = -(y log p + (1 - y) log(1 - p));  dloss/dp = (p - y) / max(p (1 - p), 1e-12)
+cdef inline double bce(floating p, floating y, floating* grad) noexcept nogil:
+    cdef double pd = p, yd = y
+    cdef double log_p = max(log(pd), -100.0), log_1mp = max(log(1 - pd), -100.0)
+    grad[0] = <floating>((pd - yd) / max(pd * (1 - pd), 1e-12))
+    return -(yd * log_p + (1 - yd) * log_1mp)
+
+
+# MSE:  loss = (x - y)²,  dloss/dx = 2 (x - y)
+cdef inline double squared_error(floating x, floating y, floating* grad) noexcept nogil:
+    cdef floating d = x - y
+    grad[0] = 2 * d
+    return <double>d * d
+
+
+cdef void elementwise_rows(
+    int op,
+    const floating* x,        # IN  (rows, cols) predictions / logits / probabilities
+    const floating* y,        # IN  (rows, cols) targets
+    const floating* w,        # IN  weight, row stride w_row_stride (0: one per column), or NULL
+    Py_ssize_t w_row_stride,
+    const floating* pw,       # IN  (cols,) pos_weight, or NULL
+    floating scale,           # IN  gradient factor (1/count for "mean")
+    floating* grad,           # OUT (rows, cols)
+    double* row_loss,         # OUT (rows,) sum of a row's losses, or NULL
+    floating* elem_loss,      # OUT (rows, cols) per-element loss, or NULL
+    Py_ssize_t rows, Py_ssize_t cols,
+    int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t i, j, k
+    cdef double acc, loss, wk
+    cdef floating g
+    for i in prange(rows, num_threads=n_threads, schedule="static",
+                    use_threads_if=n_threads > 1 and rows * cols >= PARALLEL_MIN):
+        acc = 0
+        for j in range(cols):
+            k = i * cols + j
+            if op == BCE_WITH_LOGITS:
+                loss = bce_with_logits(x[k], y[k], pw[j] if pw != NULL else 1, &g)
+            elif op == BCE:
+                loss = bce(x[k], y[k], &g)
+            else:
+                loss = squared_error(x[k], y[k], &g)
+            wk = w[i * w_row_stride + j] if w != NULL else 1
+            grad[k] = <floating>(g * wk * scale)
+            loss = loss * wk
+            if elem_loss != NULL:
+                elem_loss[k] = <floating>loss
+            acc = acc + loss
+        if row_loss != NULL:
+            row_loss[i] = acc
+
+
+def elementwise_loss(int op, cnp.ndarray x, cnp.ndarray y, object weight,
+                     Py_ssize_t weight_row_stride, object pos_weight, int reduction,
+                     cnp.ndarray grad, object loss_out, int n_threads):
+    """Element-wise loss over C-contiguous 2-D (rows, cols) arrays of one dtype.
+
+    Fills `grad`; returns the reduced loss (reduction MEAN or SUM) or fills
+    `loss_out` (reduction NONE) and returns None.
+    """
+    cdef Py_ssize_t rows = cnp.PyArray_DIM(x, 0), cols = cnp.PyArray_DIM(x, 1)
+    cdef Py_ssize_t count = rows * cols, i
+    cdef void* w = NULL
+    cdef void* pw = NULL
+    cdef void* elem = NULL
+    cdef double* row_loss = NULL
+    cdef double total = 0, scale = 1.0 / count if reduction == MEAN and count else 1.0
+    if weight is not None:
+        w = cnp.PyArray_DATA(<cnp.ndarray>weight)
+    if pos_weight is not None:
+        pw = cnp.PyArray_DATA(<cnp.ndarray>pos_weight)
+    if reduction == NONE:
+        elem = cnp.PyArray_DATA(<cnp.ndarray>loss_out)
+    else:
+        row_loss = <double*>malloc(max(rows, 1) * sizeof(double))
+        if row_loss == NULL:
+            raise MemoryError("nnkernels: could not allocate the row losses")
+    try:
+        with nogil:
+            if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
+                elementwise_rows[float](op, <const float*>cnp.PyArray_DATA(x),
+                                        <const float*>cnp.PyArray_DATA(y), <const float*>w,
+                                        weight_row_stride, <const float*>pw, scale,
+                                        <float*>cnp.PyArray_DATA(grad), row_loss,
+                                        <float*>elem, rows, cols, n_threads)
+            else:
+                elementwise_rows[double](op, <const double*>cnp.PyArray_DATA(x),
+                                         <const double*>cnp.PyArray_DATA(y), <const double*>w,
+                                         weight_row_stride, <const double*>pw, scale,
+                                         <double*>cnp.PyArray_DATA(grad), row_loss,
+                                         <double*>elem, rows, cols, n_threads)
+        if reduction == NONE:
+            return None
+        for i in range(rows):
+            total += row_loss[i]
+        if reduction == MEAN:
+            return total / count if count else NAN
+        return total
+    finally:
+        free(row_loss)

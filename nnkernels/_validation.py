@@ -1,0 +1,149 @@
+"""Argument checks shared by every public function.
+
+Each check is cheap (attribute reads and comparisons) because it runs on every
+call; the messages name the argument, what was expected and what came.
+Everything that reaches compiled code has passed through here.
+"""
+
+import operator
+
+import numpy as np
+
+FLOAT_TYPES = (np.float32, np.float64)
+REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}   # the kernels' Reduction codes
+
+
+def float_array(x, name):
+    """x as a float32/float64 ndarray (lists are converted), else TypeError."""
+    if type(x) is not np.ndarray:
+        if isinstance(x, np.ndarray):
+            x = x.view(np.ndarray)
+        else:
+            x = np.asarray(x)
+            if x.dtype.kind in "iub":
+                # a plain Python list of numbers: compute in float64, as NumPy would
+                x = x.astype(np.float64)
+    if x.dtype.type not in FLOAT_TYPES:
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {x.dtype}")
+    return x
+
+
+def same_dtype(*named):
+    """All (name, array) pairs share one dtype, else TypeError naming them."""
+    dtype = named[0][1].dtype
+    for _, arr in named[1:]:
+        if arr.dtype != dtype:
+            listing = ", ".join(f"{n} {a.dtype}" for n, a in named)
+            raise TypeError(f"all float inputs must share one dtype, got {listing}")
+
+
+def same_shape(name_a, a, name_b, b):
+    if a.shape != b.shape:
+        raise ValueError(f"{name_a} and {name_b} must have the same shape, "
+                         f"got {name_a} {a.shape} and {name_b} {b.shape}")
+
+
+def output(out, shape, dtype, name="out"):
+    """A fresh array, or `out` checked to be a writable array of that shape and dtype."""
+    if out is None:
+        return np.empty(shape, dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return out
+
+
+def overlaps(out, *inputs):
+    """True when `out` may share memory with an input without being that very array.
+
+    Element-wise kernels may write in place over an input with the same
+    layout; any other overlap is computed into a temporary first.
+    """
+    for x in inputs:
+        if x is not None and np.may_share_memory(out, x):
+            return True
+    return False
+
+
+def reduction_code(reduction):
+    try:
+        return REDUCTIONS[reduction]
+    except (KeyError, TypeError):
+        raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', "
+                         f"got {reduction!r}") from None
+
+
+def class_axis(axis, ndim, name="axis"):
+    """The class axis of a 1-D or 2-D array as 0 or 1 (1-D arrays are one row)."""
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(axis).__name__}") from None
+    if not -ndim <= axis < ndim:
+        raise np.exceptions.AxisError(axis, ndim)
+    return axis % ndim if ndim == 2 else 1
+
+
+def as_matrix(x, name, allow_1d=True):
+    """x as a 2-D array: 1-D (C,) is one row (1, C), a view."""
+    if x.ndim == 2:
+        return x
+    if x.ndim == 1 and allow_1d:
+        return x[np.newaxis, :]
+    expected = "a 1-D or 2-D" if allow_1d else "a 2-D"
+    raise ValueError(f"{name} must be {expected} array, got shape {x.shape}")
+
+
+def element_strides_ok(*arrays):
+    """Kernels index rows with element strides: every stride a multiple of the itemsize."""
+    for a in arrays:
+        size = a.itemsize
+        for s in a.strides:
+            if s % size:
+                return False
+    return True
+
+
+def class_indices(target, n_rows, name="target"):
+    """Integer class labels (any integer dtype) as a contiguous intp array."""
+    if target.ndim != 1 or target.shape[0] != n_rows:
+        raise ValueError(f"{name} of class indices must have shape ({n_rows},), "
+                         f"got {target.shape}")
+    if target.dtype.kind == "u" and target.itemsize >= np.dtype(np.intp).itemsize:
+        too_big = np.flatnonzero(target > np.iinfo(np.intp).max)
+        if too_big.size:
+            pos = int(too_big[0])
+            raise ValueError(f"{name}[{pos}] = {target[pos]} is not a class index")
+    return np.ascontiguousarray(target, dtype=np.intp)
+
+
+def probability(x, name):
+    """x in [0, 1] everywhere (NaN passes: it propagates), else ValueError."""
+    bad = (x < 0) | (x > 1)
+    if bad.any():
+        pos = np.unravel_index(int(np.argmax(bad)), x.shape)
+        raise ValueError(f"{name} must lie in [0, 1], got {x[pos]} at index {pos}")
+
+
+def label_smoothing_value(eps):
+    try:
+        eps = float(eps)
+    except (TypeError, ValueError):
+        raise TypeError(f"label_smoothing must be a float, got {type(eps).__name__}") from None
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {eps}")
+    return eps
+
+
+def integer(value, name):
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
