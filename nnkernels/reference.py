@@ -1,0 +1,568 @@
+"""Plain NumPy reference implementations of the nnkernels API.
+
+Every function here has the name, signature, defaults and results of its
+compiled counterpart (see API.md) and is written straight from the
+equations of MATH.md, for clarity rather than speed. It is the baseline that
+the tests and the benchmarks compare the kernels against.
+
+All arithmetic is done in float64 and the results are cast back to the
+dtype of the inputs once, at the end, so for float32 input the reference is
+at least as exact as the kernels. ``out=`` buffers are only written after
+the whole result is known, so any ``out`` may alias any input.
+
+For ``reduction="none"`` a loss returns the per-row (cross-entropy) or
+per-element loss, and the gradient of its sum, i.e. every term with an
+upstream gradient of one.
+"""
+
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "sigmoid",
+    "relu",
+    "sigmoid_backward",
+    "tanh_backward",
+    "relu_backward",
+    "softmax",
+    "log_softmax",
+    "softmax_backward",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_backward",
+    "sigmoid_binary_cross_entropy",
+    "binary_cross_entropy",
+    "mse",
+    "dense_forward",
+    "dense_backward",
+]
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_REDUCTIONS = ("mean", "sum", "none")
+_ACTIVATIONS = (None, "sigmoid", "tanh", "relu")
+
+
+# --------------------------------------------------------------- validation
+def _float_array(name, value):
+    """Return ``value`` as a float32 or float64 ndarray, else TypeError."""
+    array = np.asarray(value)
+    if array.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be a float32 or float64 array, got dtype {array.dtype}")
+    return array
+
+
+def _common_dtype(**arrays):
+    """The one dtype shared by the given arrays (None entries are skipped)."""
+    present = {name: a for name, a in arrays.items() if a is not None}
+    if len({a.dtype for a in present.values()}) > 1:
+        listing = ", ".join(f"{name} {a.dtype}" for name, a in present.items())
+        raise TypeError(f"all float arrays must share one dtype, got {listing}")
+    return next(iter(present.values())).dtype
+
+
+def _check_same_shape(name_a, a, name_b, b):
+    if a.shape != b.shape:
+        raise ValueError(f"{name_a} and {name_b} must have the same shape, "
+                         f"got {name_a} {a.shape} and {name_b} {b.shape}")
+
+
+def _check_ndim(name, array, ndims):
+    if array.ndim not in ndims:
+        wanted = " or ".join(f"{n}-D" for n in ndims)
+        raise ValueError(f"{name} must be {wanted}, got shape {array.shape}")
+
+
+def _normalize_axis(axis, ndim):
+    if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+        raise TypeError(f"axis must be an integer, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of bounds for a {ndim}-D array")
+    return int(axis) % ndim
+
+
+def _check_reduction(reduction):
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, "
+                         f"got {reduction!r}")
+
+
+def _check_activation(activation):
+    if activation is not None and (not isinstance(activation, str)
+                                   or activation not in _ACTIVATIONS):
+        raise ValueError(f"activation must be one of {_ACTIVATIONS}, "
+                         f"got {activation!r}")
+
+
+def _check_out(out, shape, dtype, name="out"):
+    """Validate an output buffer before any work is done."""
+    if out is None:
+        return
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, "
+                         f"got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+
+
+def _store(result, dtype, out):
+    """Cast a float64 result to ``dtype``, writing it into ``out`` if given."""
+    if out is None:
+        return result.astype(dtype)
+    out[...] = result
+    return out
+
+
+# -------------------------------------------------------------- activations
+def sigmoid(z, out=None):
+    """sigmoid(z) = 1 / (1 + e^(-z)), without overflow for any z."""
+    z = _float_array("z", z)
+    _check_out(out, z.shape, z.dtype)
+    z64 = z.astype(np.float64)
+    a = np.empty_like(z64)
+    # e^(-z) overflows for z << 0, so there use the equal form e^z / (1 + e^z).
+    # NaN compares false and goes to the second branch, which keeps it NaN.
+    nonneg = z64 >= 0
+    a[nonneg] = 1.0 / (1.0 + np.exp(-z64[nonneg]))
+    exp_z = np.exp(z64[~nonneg])
+    a[~nonneg] = exp_z / (1.0 + exp_z)
+    return _store(a, z.dtype, out)
+
+
+def relu(z, out=None):
+    """relu(z) = max(0, z); NaN stays NaN."""
+    z = _float_array("z", z)
+    _check_out(out, z.shape, z.dtype)
+    return _store(np.maximum(z.astype(np.float64), 0.0), z.dtype, out)
+
+
+def _activation_backward_inputs(grad, a, out):
+    grad = _float_array("grad", grad)
+    a = _float_array("a", a)
+    dtype = _common_dtype(grad=grad, a=a)
+    _check_same_shape("grad", grad, "a", a)
+    _check_out(out, grad.shape, dtype)
+    return grad.astype(np.float64), a.astype(np.float64), dtype
+
+
+def sigmoid_backward(grad, a, out=None):
+    """grad * a * (1 - a), where a = sigmoid(z) is the layer output."""
+    grad64, a64, dtype = _activation_backward_inputs(grad, a, out)
+    return _store(grad64 * a64 * (1.0 - a64), dtype, out)
+
+
+def tanh_backward(grad, a, out=None):
+    """grad * (1 - a**2), where a = tanh(z) is the layer output."""
+    grad64, a64, dtype = _activation_backward_inputs(grad, a, out)
+    return _store(grad64 * (1.0 - a64 * a64), dtype, out)
+
+
+def relu_backward(grad, a, out=None):
+    """0 where a <= 0, else grad (PyTorch's threshold_backward rule)."""
+    grad64, a64, dtype = _activation_backward_inputs(grad, a, out)
+    # Written as "a <= 0" rather than "a > 0" so that a NaN passes grad
+    # through, as threshold_backward does.
+    return _store(np.where(a64 <= 0, 0.0, grad64), dtype, out)
+
+
+# ----------------------------------------------------------- softmax family
+def _softmax_input(z, axis, out):
+    z = _float_array("z", z)
+    _check_ndim("z", z, (1, 2))
+    axis = _normalize_axis(axis, z.ndim)
+    _check_out(out, z.shape, z.dtype)
+    return z, axis
+
+
+def _shifted(z64, axis):
+    """z - max(z) along ``axis``, so that exp() cannot overflow."""
+    # initial=-inf gives empty rows a maximum instead of an error; a row of
+    # -inf (or with a NaN) becomes NaN, as in PyTorch.
+    return z64 - np.max(z64, axis=axis, keepdims=True, initial=-np.inf)
+
+
+def softmax(z, axis=-1, out=None):
+    """p_j = e^(z_j - max) / sum_k e^(z_k - max) along ``axis``."""
+    z, axis = _softmax_input(z, axis, out)
+    with np.errstate(invalid="ignore"):  # inf - inf in rows holding +-inf
+        exp_shifted = np.exp(_shifted(z.astype(np.float64), axis))
+        p = exp_shifted / np.sum(exp_shifted, axis=axis, keepdims=True)
+    return _store(p, z.dtype, out)
+
+
+def log_softmax(z, axis=-1, out=None):
+    """log p_j = z_j - max - log sum_k e^(z_k - max) along ``axis``."""
+    z, axis = _softmax_input(z, axis, out)
+    with np.errstate(invalid="ignore"):
+        shifted = _shifted(z.astype(np.float64), axis)
+        log_p = shifted - np.log(np.sum(np.exp(shifted), axis=axis,
+                                        keepdims=True))
+    return _store(log_p, z.dtype, out)
+
+
+def softmax_backward(grad, p, axis=-1, out=None):
+    """p * (grad - sum_axis grad * p): the softmax Jacobian-vector product."""
+    grad = _float_array("grad", grad)
+    p = _float_array("p", p)
+    dtype = _common_dtype(grad=grad, p=p)
+    _check_ndim("p", p, (1, 2))
+    _check_same_shape("grad", grad, "p", p)
+    axis = _normalize_axis(axis, p.ndim)
+    _check_out(out, p.shape, dtype)
+    grad64 = grad.astype(np.float64)
+    p64 = p.astype(np.float64)
+    dot = np.sum(grad64 * p64, axis=axis, keepdims=True)
+    return _store(p64 * (grad64 - dot), dtype, out)
+
+
+# ------------------------------------------------------ softmax cross-entropy
+def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean",
+                          weight=None, ignore_index=-100, label_smoothing=0.0,
+                          out=None):
+    """Cross-entropy of softmax(logits) against ``target``: (loss, grad_logits).
+
+    Same semantics as ``torch.nn.functional.cross_entropy``. ``target`` is
+    either integer class indices, shape (N,), or class probabilities of the
+    logits' shape. ``axis`` is the class axis of the 2-D ``logits``.
+    """
+    logits = _float_array("logits", logits)
+    _check_ndim("logits", logits, (2,))
+    class_axis = _normalize_axis(axis, 2)
+    _check_reduction(reduction)
+    if (not isinstance(label_smoothing, numbers.Real)
+            or not 0.0 <= label_smoothing <= 1.0):
+        raise ValueError(f"label_smoothing must be in [0, 1], "
+                         f"got {label_smoothing!r}")
+    if (not isinstance(ignore_index, numbers.Integral)
+            or isinstance(ignore_index, bool)):
+        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
+
+    # Work on an (N, C) view: one sample per row, classes along the last axis.
+    z = logits if class_axis == 1 else logits.T
+    n_samples, n_classes = z.shape
+
+    target = np.asarray(target)
+    class_indices = target.dtype.kind in "iu"
+    if class_indices:
+        if target.shape != (n_samples,):
+            raise ValueError(
+                f"class-index target must have shape ({n_samples},) for logits "
+                f"{logits.shape} with class axis {axis}, got target "
+                f"{target.shape}")
+    elif target.dtype.kind == "f":
+        target = _float_array("target", target)
+        _check_same_shape("logits", logits, "target", target)
+        if ignore_index >= 0:  # PyTorch refuses it as well
+            raise ValueError("ignore_index must be negative (unused) with "
+                             f"class-probability targets, got {ignore_index}")
+    else:
+        raise TypeError("target must be integer class indices or float class "
+                        f"probabilities, got dtype {target.dtype}")
+    if weight is not None:
+        weight = _float_array("weight", weight)
+        if weight.shape != (n_classes,):
+            raise ValueError(f"weight must have shape ({n_classes},) (one value "
+                             f"per class), got weight {weight.shape}")
+    dtype = _common_dtype(logits=logits,
+                          target=None if class_indices else target,
+                          weight=weight)
+    _check_out(out, logits.shape, dtype)
+
+    eps = float(label_smoothing)
+    z64 = z.astype(np.float64)
+    log_p = log_softmax(z64)
+    p = softmax(z64)
+    w = np.ones(n_classes) if weight is None else weight.astype(np.float64)
+
+    def row_gradient(y):
+        # MATH.md: a row loss -sum_c y_c log p_c has the gradient p - y when
+        # the y_c sum to one; weights make them sum to s, and it is p s - y.
+        return p * np.sum(y, axis=1, keepdims=True) - y
+
+    # The loss is a sum of terms (coefficient, per-row loss, per-row
+    # gradient). They are reduced one by one, as PyTorch does, so that a
+    # zero denominator gives the same NaN.
+    if class_indices:
+        ignored = target == ignore_index
+        outside = ~ignored & ((target < 0) | (target >= n_classes))
+        if outside.any():
+            position = int(np.flatnonzero(outside)[0])
+            raise ValueError(
+                f"target[{position}] = {target[position]} is not a class index "
+                f"in [0, {n_classes}) nor ignore_index ({ignore_index})")
+        rows = np.arange(n_samples)
+        t = np.where(ignored, 0, target).astype(np.intp)  # any valid index
+        w_t = np.where(ignored, 0.0, w[t])  # weight of each row's class
+        # loss_i = (1 - eps) w_t (-log p_t) + (eps / C) sum_c w_c (-log p_c)
+        weighted_one_hot = np.zeros_like(z64)
+        weighted_one_hot[rows, t] = w_t
+        with np.errstate(invalid="ignore"):  # 0 * inf where w_t = 0, p_t = 0
+            nll = w_t * -log_p[rows, t]
+        terms = [(1.0 - eps, nll, row_gradient(weighted_one_hot))]
+        if eps > 0.0:
+            with np.errstate(invalid="ignore"):
+                smoothing = np.sum(w * -log_p, axis=1)
+            all_classes = np.broadcast_to(w, z64.shape)
+            terms.append((eps / n_classes, smoothing, row_gradient(all_classes)))
+        # "mean" divides by the summed weight of the rows not ignored.
+        denominator = np.sum(w_t)
+    else:
+        ignored = np.zeros(n_samples, dtype=bool)
+        # y' = (1 - eps) y + eps / C, loss_i = -sum_c w_c y'_c log p_c
+        y = (1.0 - eps) * target.astype(np.float64) + eps / n_classes
+        if class_axis == 0:
+            y = y.T
+        weighted_y = w * y
+        with np.errstate(invalid="ignore"):  # 0 * -inf where p_c = 0
+            loss_rows = -np.sum(weighted_y * log_p, axis=1)
+        terms = [(1.0, loss_rows, row_gradient(weighted_y))]
+        # With probabilities, "mean" divides by N whatever the weights.
+        denominator = float(n_samples)
+
+    loss = 0.0
+    grad = np.zeros_like(z64)
+    # 0 / 0 = NaN when every row is ignored (or N = 0), as in PyTorch.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for coefficient, term_rows, term_grad in terms:
+            # Ignored rows add nothing, not even a NaN of their logits.
+            term_rows = np.where(ignored, 0.0, term_rows)
+            if reduction == "mean":
+                term_loss = np.sum(term_rows) / denominator
+                term_grad = term_grad / denominator
+            elif reduction == "sum":
+                term_loss = np.sum(term_rows)
+            else:
+                term_loss = term_rows
+            loss = loss + coefficient * term_loss
+            grad = grad + coefficient * term_grad
+    loss = np.asarray(loss).astype(dtype)[()]  # a NumPy scalar, or (N,)
+    # Ignored rows have a zero gradient, even when the mean is NaN, except
+    # that a NaN among their logits shows, as it does in PyTorch (through
+    # the backward of log_softmax).
+    grad = np.where(ignored[:, None], 0.0 * p, grad)
+    if class_axis == 0:
+        grad = grad.T
+    return loss, _store(grad, dtype, out)
+
+
+def softmax_cross_entropy_backward(logits, target, *, axis=-1,
+                                   reduction="mean", weight=None,
+                                   ignore_index=-100, label_smoothing=0.0,
+                                   out=None):
+    """The gradient part of :func:`softmax_cross_entropy` alone."""
+    return softmax_cross_entropy(
+        logits, target, axis=axis, reduction=reduction, weight=weight,
+        ignore_index=ignore_index, label_smoothing=label_smoothing,
+        out=out)[1]
+
+
+# ------------------------------------------------------ element-wise losses
+def _elementwise_loss_inputs(input_name, x, target, reduction, out,
+                             weight=None, pos_weight=None):
+    """Validate the arguments of an element-wise loss; return float64 copies."""
+    x = _float_array(input_name, x)
+    _check_ndim(input_name, x, (1, 2))
+    target = _float_array("target", target)
+    _check_same_shape(input_name, x, "target", target)
+    n_columns = x.shape[-1]
+    if weight is not None:
+        weight = _float_array("weight", weight)
+        if weight.shape not in (x.shape, (n_columns,)):
+            raise ValueError(
+                f"weight must have the shape of {input_name} {x.shape} or one "
+                f"value per column ({n_columns},), got weight {weight.shape}")
+    if pos_weight is not None:
+        pos_weight = _float_array("pos_weight", pos_weight)
+        if pos_weight.shape != (n_columns,):
+            raise ValueError(
+                f"pos_weight must have one value per column ({n_columns},) of "
+                f"{input_name} {x.shape}, got pos_weight {pos_weight.shape}")
+    dtype = _common_dtype(**{input_name: x}, target=target, weight=weight,
+                          pos_weight=pos_weight)
+    _check_reduction(reduction)
+    _check_out(out, x.shape, dtype)
+    as64 = [None if a is None else a.astype(np.float64)
+            for a in (x, target, weight, pos_weight)]
+    return (*as64, dtype)
+
+
+def _reduce_elementwise(loss, grad, reduction, dtype, out):
+    """Apply ``reduction`` to per-element losses and their gradients."""
+    if reduction == "mean":
+        # "mean" divides by the number of elements (NaN when there are none).
+        with np.errstate(invalid="ignore"):
+            loss = dtype.type(np.sum(loss) / loss.size)
+        grad = grad / max(grad.size, 1)
+    elif reduction == "sum":
+        loss = dtype.type(np.sum(loss))
+    else:
+        loss = loss.astype(dtype)
+    return loss, _store(grad, dtype, out)
+
+
+def sigmoid_binary_cross_entropy(logits, target, *, reduction="mean",
+                                 weight=None, pos_weight=None, out=None):
+    """Binary cross-entropy of sigmoid(logits): (loss, grad_logits).
+
+    Same semantics as ``torch.nn.functional.binary_cross_entropy_with_logits``:
+    L = -w [pw y log s + (1 - y) log(1 - s)] with s = sigmoid(z), and
+    dL/dz = w [(1 - y) s - pw y (1 - s)], which is w (s - y) for pw = 1.
+    """
+    z, y, w, pw, dtype = _elementwise_loss_inputs(
+        "logits", logits, target, reduction, out, weight, pos_weight)
+    if w is None:
+        w = 1.0
+    if pw is None:
+        pw = 1.0
+    # log s = -log(1 + e^-z) and log(1 - s) = log sigmoid(-z) = -log(1 + e^z),
+    # evaluated by logaddexp so that neither overflows for large |z|.
+    log_s = -np.logaddexp(0.0, -z)
+    log_one_minus_s = -np.logaddexp(0.0, z)
+    with np.errstate(invalid="ignore"):  # 0 * inf for infinite logits
+        loss = -w * (pw * y * log_s + (1.0 - y) * log_one_minus_s)
+    # 1 - s is computed as sigmoid(-z): exact where s rounds to 1.
+    s = sigmoid(z)
+    one_minus_s = sigmoid(-z)
+    grad = w * ((1.0 - y) * s - pw * y * one_minus_s)
+    return _reduce_elementwise(loss, grad, reduction, dtype, out)
+
+
+def binary_cross_entropy(probs, target, *, reduction="mean", weight=None,
+                         out=None):
+    """Binary cross-entropy of probabilities: (loss, grad_probs).
+
+    Same semantics as ``torch.nn.functional.binary_cross_entropy``:
+    L = -w [y log p + (1 - y) log(1 - p)] with each log clamped at -100, and
+    dL/dp = w (p - y) / max(p (1 - p), 1e-12).
+    """
+    p, y, w, _, dtype = _elementwise_loss_inputs(
+        "probs", probs, target, reduction, out, weight)
+    # NaN compares false here and propagates instead (the API's rule for
+    # non-finite values); PyTorch would raise for it.
+    outside = (p < 0.0) | (p > 1.0)
+    if outside.any():
+        position = tuple(int(i) for i in np.argwhere(outside)[0])
+        where = ", ".join(map(str, position))
+        raise ValueError(f"probs must lie in [0, 1], got probs[{where}] = "
+                         f"{p[position]}")
+    if w is None:
+        w = 1.0
+    # The clamp keeps log(0) = -inf out, so that 0 * log(0) is 0, not NaN.
+    with np.errstate(divide="ignore"):
+        log_p = np.maximum(np.log(p), -100.0)
+        log_one_minus_p = np.maximum(np.log1p(-p), -100.0)
+    loss = -w * (y * log_p + (1.0 - y) * log_one_minus_p)
+    grad = w * (p - y) / np.maximum(p * (1.0 - p), 1e-12)
+    return _reduce_elementwise(loss, grad, reduction, dtype, out)
+
+
+def mse(pred, target, *, reduction="mean", out=None):
+    """Squared error (pred - target)**2: (loss, grad_pred), grad = 2 (pred - target).
+
+    Same semantics as ``torch.nn.functional.mse_loss``.
+    """
+    y_hat, y, _, _, dtype = _elementwise_loss_inputs(
+        "pred", pred, target, reduction, out)
+    diff = y_hat - y
+    return _reduce_elementwise(diff * diff, 2.0 * diff, reduction, dtype, out)
+
+
+# --------------------------------------------------------------- dense layer
+def _check_dense_shapes(x, w):
+    _check_ndim("x", x, (2,))
+    _check_ndim("w", w, (2,))
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"x (N, in) and w (out, in) disagree on in_features: "
+                         f"x {x.shape}, w {w.shape}")
+
+
+def dense_forward(x, w, b=None, activation=None, out=None):
+    """a = g(x @ w.T + b) for a batch x (N, in) and weights w (out, in)."""
+    x = _float_array("x", x)
+    w = _float_array("w", w)
+    b = None if b is None else _float_array("b", b)
+    dtype = _common_dtype(x=x, w=w, b=b)
+    _check_dense_shapes(x, w)
+    if b is not None and b.shape != (w.shape[0],):
+        raise ValueError(f"b must have shape ({w.shape[0]},) (out_features of "
+                         f"w {w.shape}), got b {b.shape}")
+    _check_activation(activation)
+    _check_out(out, (x.shape[0], w.shape[0]), dtype)
+
+    z = x.astype(np.float64) @ w.astype(np.float64).T
+    if b is not None:
+        z = z + b.astype(np.float64)
+    if activation == "sigmoid":
+        a = sigmoid(z)
+    elif activation == "tanh":
+        a = np.tanh(z)
+    elif activation == "relu":
+        a = relu(z)
+    else:
+        a = z
+    return _store(a, dtype, out)
+
+
+def dense_backward(grad_a, x, w, a=None, activation=None, *,
+                   need_input_grad=True, accumulate=False, out=None):
+    """Gradients of a dense layer: (grad_w, grad_b, grad_x).
+
+    grad_z = grad_a * g'(a), grad_w = grad_z.T @ x, grad_b = sum of grad_z
+    over the batch, grad_x = grad_z @ w (None when ``need_input_grad`` is
+    false). ``out`` is None or a (grad_w, grad_b, grad_x) triple of buffers,
+    any of them None; with ``accumulate`` the gradients are added into them.
+    The grad_x buffer is left alone when ``need_input_grad`` is false.
+    """
+    grad_a = _float_array("grad_a", grad_a)
+    x = _float_array("x", x)
+    w = _float_array("w", w)
+    a = None if a is None else _float_array("a", a)
+    dtype = _common_dtype(grad_a=grad_a, x=x, w=w, a=a)
+    _check_dense_shapes(x, w)
+    _check_activation(activation)
+    n_samples, n_out = x.shape[0], w.shape[0]
+    if grad_a.shape != (n_samples, n_out):
+        raise ValueError(f"grad_a must have shape (N, out) = "
+                         f"({n_samples}, {n_out}) for x {x.shape} and "
+                         f"w {w.shape}, got grad_a {grad_a.shape}")
+    if a is None and activation is not None:
+        raise ValueError(f"activation {activation!r} needs the layer output a")
+    if a is not None:
+        _check_same_shape("grad_a", grad_a, "a", a)
+
+    if out is None:
+        out = (None, None, None)
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise ValueError("out must be None or a (grad_w, grad_b, grad_x) "
+                         "triple of arrays or None")
+    out_w, out_b, out_x = out
+    _check_out(out_w, w.shape, dtype, name="out[0] (grad_w)")
+    _check_out(out_b, (n_out,), dtype, name="out[1] (grad_b)")
+    if need_input_grad:
+        _check_out(out_x, x.shape, dtype, name="out[2] (grad_x)")
+
+    grad_a64 = grad_a.astype(np.float64)
+    x64 = x.astype(np.float64)
+    w64 = w.astype(np.float64)
+    if activation == "sigmoid":
+        grad_z = sigmoid_backward(grad_a64, a.astype(np.float64))
+    elif activation == "tanh":
+        grad_z = tanh_backward(grad_a64, a.astype(np.float64))
+    elif activation == "relu":
+        grad_z = relu_backward(grad_a64, a.astype(np.float64))
+    else:
+        grad_z = grad_a64
+
+    def finish(result, buffer):
+        if accumulate and buffer is not None:
+            result = buffer.astype(np.float64) + result
+        return _store(result, dtype, buffer)
+
+    grad_w = finish(grad_z.T @ x64, out_w)
+    grad_b = finish(np.sum(grad_z, axis=0), out_b)
+    grad_x = finish(grad_z @ w64, out_x) if need_input_grad else None
+    return grad_w, grad_b, grad_x
