@@ -206,18 +206,15 @@ def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out)
         weight = v.float_array(weight, "weight")
         v.same_dtype((x_name, x), ("weight", weight))
         try:
-            np.broadcast_shapes(weight.shape, x.shape)
+            full = np.broadcast_to(weight, x.shape)
         except ValueError:
             raise ValueError(f"weight of shape {weight.shape} does not broadcast "
-                             f"against {x_name} of shape {x.shape}") from None
-        if np.broadcast_shapes(weight.shape, x.shape) != x.shape:
-            raise ValueError(f"weight of shape {weight.shape} would broadcast {x_name} "
-                             f"{x.shape} to a larger shape")
-        if weight.ndim == 0 or weight.shape[-1:] == (cols,) and weight.size == cols:
-            w2 = np.ascontiguousarray(np.broadcast_to(weight, (cols,)))   # one per column
+                             f"to {x_name}'s shape {x.shape}") from None
+        full = full.reshape(shape2)
+        if full.strides[0] == 0:            # the same row for every row: one per column
+            w2 = np.ascontiguousarray(full[0])
         else:
-            w2 = np.ascontiguousarray(np.broadcast_to(weight, x.shape)).reshape(shape2)
-            w_row_stride = cols
+            w2, w_row_stride = np.ascontiguousarray(full), cols
     pw = None
     if pos_weight is not None:
         pos_weight = v.float_array(pos_weight, "pos_weight")

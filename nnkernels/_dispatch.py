@@ -8,6 +8,7 @@ every build against the reference.
 """
 
 import importlib
+import importlib.util
 import os
 
 from . import _runtime
@@ -16,11 +17,16 @@ ISA_LEVELS = _runtime.ISA_LEVELS
 KERNEL_MODULES = ("_activations", "_softmax_losses")
 
 
-def _compiled(isa):
-    try:
-        return [importlib.import_module(f"nnkernels.{name}_{isa}") for name in KERNEL_MODULES]
-    except ImportError:
-        return None
+def _is_compiled(isa):
+    """Whether the build exists, found WITHOUT importing it: a module compiled
+    for a wider ISA runs wide instructions in its own init code, so importing
+    it on a CPU that lacks them kills the process (SIGILL)."""
+    return all(importlib.util.find_spec(f"nnkernels.{name}_{isa}") is not None
+               for name in KERNEL_MODULES)
+
+
+def _load(isa):
+    return [importlib.import_module(f"nnkernels.{name}_{isa}") for name in KERNEL_MODULES]
 
 
 def _select():
@@ -31,19 +37,17 @@ def _select():
             raise ValueError(f"NNKERNELS_ISA must be one of {ISA_LEVELS}, got {requested!r}")
         if requested not in supported:
             raise RuntimeError(f"NNKERNELS_ISA={requested}: this CPU supports only {supported}")
-        modules = _compiled(requested)
-        if modules is None:
+        if not _is_compiled(requested):
             raise ImportError(f"NNKERNELS_ISA={requested}: nnkernels was built without it")
-        return requested, modules
+        return requested, _load(requested)
     for isa in reversed(supported):
-        modules = _compiled(isa)
-        if modules is not None:
-            return isa, modules
-    raise ImportError("nnkernels: no compiled kernel build could be imported")
+        if _is_compiled(isa):
+            return isa, _load(isa)
+    raise ImportError("nnkernels: no compiled kernel build found")
 
 
 ISA, (activations, softmax_losses) = _select()
-ISAS_COMPILED = tuple(isa for isa in ISA_LEVELS if _compiled(isa) is not None)
+ISAS_COMPILED = tuple(isa for isa in ISA_LEVELS if _is_compiled(isa))
 
 _num_threads = max(1, _runtime.omp_max_threads())
 

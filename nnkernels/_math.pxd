@@ -35,6 +35,23 @@ cdef extern from *:
         uint32_t a, b; memcpy(&a, &k, sizeof a); memcpy(&b, &shifter, sizeof b);
         return (int32_t)(a - b);
     }
+    /* Order-preserving integer keys of floats: non-negative floats keep their
+       bits, negative ones get their magnitude bits flipped, so that integer
+       order is float order (-0 < +0; a NaN with the sign clear sorts above
+       +inf).  The map is its own inverse.  Integer max vectorises as a plain
+       reduction, float max does not without -ffinite-math-only. */
+    static inline int32_t nnk_key_f(float x) {
+        int32_t i; memcpy(&i, &x, sizeof i); return i ^ ((i >> 31) & 0x7fffffff);
+    }
+    static inline float nnk_unkey_f(int32_t i) {
+        int32_t b = i ^ ((i >> 31) & 0x7fffffff); float x; memcpy(&x, &b, sizeof x); return x;
+    }
+    static inline int64_t nnk_key_d(double x) {
+        int64_t i; memcpy(&i, &x, sizeof i); return i ^ ((i >> 63) & 0x7fffffffffffffffLL);
+    }
+    static inline double nnk_unkey_d(int64_t i) {
+        int64_t b = i ^ ((i >> 63) & 0x7fffffffffffffffLL); double x; memcpy(&x, &b, sizeof x); return x;
+    }
     static inline int32_t nnk_shifted_int_d(double k, double shifter) {
         uint64_t a, b; memcpy(&a, &k, sizeof a); memcpy(&b, &shifter, sizeof b);
         return (int32_t)(uint32_t)(a - b);
@@ -52,6 +69,10 @@ cdef extern from *:
     double nnk_pow2_d(int32_t n) noexcept nogil
     int32_t nnk_shifted_int_f(float k, float shifter) noexcept nogil
     int32_t nnk_shifted_int_d(double k, double shifter) noexcept nogil
+    int32_t nnk_key_f(float x) noexcept nogil
+    float nnk_unkey_f(int32_t i) noexcept nogil
+    int64_t nnk_key_d(double x) noexcept nogil
+    double nnk_unkey_d(int64_t i) noexcept nogil
     const double NNK_LN2_HI, NNK_LN2_LO, NNK_LOG2E, NNK_EXP_MIN_ARG_D
     const float NNK_EXP_MIN_ARG_F
 
@@ -127,10 +148,11 @@ cdef inline floating tanh_grad(floating grad, floating a) noexcept nogil:
     cdef floating one = 1
     return grad * (one - a * a)
 
-# relu: g' = [a > 0]  (0 at a == 0 and for NaN a: torch's threshold_backward)
+# relu: g' = [a > 0], as torch's threshold_backward: 0 where a <= 0, else grad
+# (so 0 at a == 0, and a NaN a lets grad through)
 cdef inline floating relu_grad(floating grad, floating a) noexcept nogil:
     cdef floating zero = 0
-    return grad if a > zero else zero
+    return zero if a <= zero else grad
 
 
 # Row reductions over n contiguous values ---------------------------------------
@@ -172,21 +194,22 @@ cdef inline floating row_dot(const floating* x, const floating* y, Py_ssize_t n)
     return lanes_sum(acc)
 
 
-# max over the row.  A NaN may or may not win here; either way the softmax
-# of that row is NaN, because e**(NaN - max) is NaN and enters the row's sum.
+# max over the row, through order-preserving integer keys (exact).  A NaN may
+# or may not win here; either way the softmax of that row is NaN, because
+# e**(NaN - max) is NaN and enters the row's sum.
 cdef inline floating row_max(const floating* x, Py_ssize_t n) noexcept nogil:
-    cdef floating acc[LANES]
-    cdef floating m
-    cdef Py_ssize_t b, j, k, body = n - n % LANES
-    for k in range(LANES):
-        acc[k] = -INFINITY
-    for b in range(n // LANES):
-        j = b * LANES
-        for k in range(LANES):
-            acc[k] = x[j + k] if x[j + k] > acc[k] else acc[k]
-    for j in range(body, n):
-        acc[j - body] = x[j] if x[j] > acc[j - body] else acc[j - body]
-    m = acc[0]
-    for k in range(1, LANES):
-        m = acc[k] if acc[k] > m else m
-    return m
+    cdef Py_ssize_t j
+    cdef int32_t key_f, max_f
+    cdef int64_t key_d, max_d
+    if floating is float:
+        max_f = nnk_key_f(-INFINITY)
+        for j in range(n):
+            key_f = nnk_key_f(x[j])
+            max_f = key_f if key_f > max_f else max_f
+        return nnk_unkey_f(max_f)
+    else:
+        max_d = nnk_key_d(-INFINITY)
+        for j in range(n):
+            key_d = nnk_key_d(x[j])
+            max_d = key_d if key_d > max_d else max_d
+        return nnk_unkey_d(max_d)

@@ -38,7 +38,8 @@ from cython.parallel cimport prange, parallel
 from libc.math cimport log, log1p, exp, fabs, NAN
 from libc.stdlib cimport malloc, free
 
-from nnkernels._math cimport exp_nonpos, row_max, row_sum, row_dot, sigmoid_of
+from nnkernels._math cimport (LANES, exp_nonpos, lanes_sum, row_max, row_sum, row_dot,
+                              sigmoid_of)
 
 cnp.import_array()
 
@@ -141,13 +142,31 @@ cdef inline void softmax_row(const floating* z, floating* p, Py_ssize_t n) noexc
     scale_sub(p, <floating>1 / s, 0, <const floating*>NULL, n)
 
 
-# out = z - m - log s
+# out = (z - m) - log s   (shift first: m + log s would round away log s
+# when |m| is large)
 cdef inline void log_softmax_row(const floating* z, floating* out, Py_ssize_t n) noexcept nogil:
     cdef floating m = row_max(z, n)
-    cdef floating lse = m + <floating>log(exp_shifted(z, m, out, n))
+    cdef floating log_s = <floating>log(exp_shifted(z, m, out, n))
     cdef Py_ssize_t j
     for j in range(n):
-        out[j] = z[j] - lse
+        out[j] = (z[j] - m) - log_s
+
+
+# sum_j w_j (z_j - m), w NULL meaning all ones; shifted before the product so
+# that large logits do not cancel
+cdef inline floating shifted_dot(const floating* w, const floating* z, floating m,
+                                 Py_ssize_t n) noexcept nogil:
+    cdef floating acc[LANES]
+    cdef Py_ssize_t b, j, k
+    for k in range(LANES):
+        acc[k] = 0
+    for b in range(n // LANES):
+        j = b * LANES
+        for k in range(LANES):
+            acc[k] = acc[k] + (w[j + k] if w != NULL else 1) * (z[j + k] - m)
+    for j in range(n - n % LANES, n):
+        acc[0] = acc[0] + (w[j] if w != NULL else 1) * (z[j] - m)
+    return lanes_sum(acc)
 
 
 # out = p ⊙ (g - sum_j g_j p_j)
@@ -179,7 +198,7 @@ cdef inline double ce_index_row(
     cdef double qz = keep * w_t * (z[t] - m)
     cdef floating s
     if eps_c != 0:
-        qz += eps_c * ((row_dot(w, z, n) if w != NULL else row_sum(z, n)) - m * w_sum)
+        qz += eps_c * shifted_dot(w, z, m, n)
     s = exp_shifted(z, m, grad, n)
     # q_j = (eps/C) w_j off the target; w only read when smoothing is on
     scale_sub(grad, scale * S / s, scale * eps_c, w if eps_c != 0 else NULL, n)
@@ -210,7 +229,7 @@ cdef inline double ce_prob_row(
         for j in range(n):
             q[j] = w[j] * (keep * y[j] + eps_c)
     S = row_sum(q, n)
-    qz = <double>row_dot(q, z, n) - <double>m * S
+    qz = shifted_dot(q, z, m, n)
     s = exp_shifted(z, m, grad, n)
     scale_sub(grad, scale * S / s, scale, q, n)
     return S * <double>log(s) - qz
