@@ -2,13 +2,17 @@
 
 Every function here has the name, signature, defaults and results of its
 compiled counterpart (see API.md) and is written straight from the
-equations of MATH.md, for clarity rather than speed. It is the baseline that
-the tests and the benchmarks compare the kernels against.
+equations of MATH.md, for clarity first, as vectorised NumPy (no Python
+loop over rows). It is the baseline that the tests and the benchmarks
+compare the kernels against.
 
-All arithmetic is done in float64 and the results are cast back to the
-dtype of the inputs once, at the end, so for float32 input the reference is
-at least as exact as the kernels. ``out=`` buffers are only written after
-the whole result is known, so any ``out`` may alias any input.
+All arithmetic is done in the dtype of the inputs, as a NumPy user writing
+these formulas would: float32 input is computed in float32 throughout (no
+float64 temporaries, constants or scalars; NumPy's reductions sum float32
+pairwise), float64 in float64. So a float32 result has float32 rounding
+errors, a few ulp of the values in play, and the float32 timings are those
+of honest float32 NumPy code. ``out=`` buffers are only written after the
+whole result is known, so any ``out`` may alias any input.
 
 For ``reduction="none"`` a loss returns the per-row (cross-entropy) or
 per-element loss, and the gradient of its sum, i.e. every term with an
@@ -110,9 +114,12 @@ def _check_out(out, shape, dtype, name="out"):
 
 
 def _store(result, dtype, out):
-    """Cast a float64 result to ``dtype``, writing it into ``out`` if given."""
+    """Return ``result`` (a fresh array of ``dtype``), or copy it into ``out``."""
+    # Everything is computed in the input dtype: a float64 result for float32
+    # input would be a silent upcast, a bug of this module.
+    assert result.dtype == dtype, (result.dtype, dtype)
     if out is None:
-        return result.astype(dtype)
+        return result
     out[...] = result
     return out
 
@@ -122,14 +129,11 @@ def sigmoid(z, out=None):
     """sigmoid(z) = 1 / (1 + e^(-z)), without overflow for any z."""
     z = _float_array("z", z)
     _check_out(out, z.shape, z.dtype)
-    z64 = z.astype(np.float64)
-    a = np.empty_like(z64)
     # e^(-z) overflows for z << 0, so there use the equal form e^z / (1 + e^z).
-    # NaN compares false and goes to the second branch, which keeps it NaN.
-    nonneg = z64 >= 0
-    a[nonneg] = 1.0 / (1.0 + np.exp(-z64[nonneg]))
-    exp_z = np.exp(z64[~nonneg])
-    a[~nonneg] = exp_z / (1.0 + exp_z)
+    # Both are (1 or e^z) / (1 + e^(-|z|)), and e^(-|z|) <= 1 cannot
+    # overflow. NaN compares false and goes to the e^z branch: NaN / NaN.
+    exp_minus_abs = np.exp(-np.abs(z))
+    a = np.where(z >= 0, 1.0, exp_minus_abs) / (1.0 + exp_minus_abs)
     return _store(a, z.dtype, out)
 
 
@@ -137,7 +141,7 @@ def relu(z, out=None):
     """relu(z) = max(0, z); NaN stays NaN."""
     z = _float_array("z", z)
     _check_out(out, z.shape, z.dtype)
-    return _store(np.maximum(z.astype(np.float64), 0.0), z.dtype, out)
+    return _store(np.maximum(z, 0.0), z.dtype, out)
 
 
 def _activation_backward_inputs(grad, a, out):
@@ -146,27 +150,27 @@ def _activation_backward_inputs(grad, a, out):
     dtype = _common_dtype(grad=grad, a=a)
     _check_same_shape("grad", grad, "a", a)
     _check_out(out, grad.shape, dtype)
-    return grad.astype(np.float64), a.astype(np.float64), dtype
+    return grad, a, dtype
 
 
 def sigmoid_backward(grad, a, out=None):
     """grad * a * (1 - a), where a = sigmoid(z) is the layer output."""
-    grad64, a64, dtype = _activation_backward_inputs(grad, a, out)
-    return _store(grad64 * a64 * (1.0 - a64), dtype, out)
+    grad, a, dtype = _activation_backward_inputs(grad, a, out)
+    return _store(grad * a * (1.0 - a), dtype, out)
 
 
 def tanh_backward(grad, a, out=None):
     """grad * (1 - a**2), where a = tanh(z) is the layer output."""
-    grad64, a64, dtype = _activation_backward_inputs(grad, a, out)
-    return _store(grad64 * (1.0 - a64 * a64), dtype, out)
+    grad, a, dtype = _activation_backward_inputs(grad, a, out)
+    return _store(grad * (1.0 - a * a), dtype, out)
 
 
 def relu_backward(grad, a, out=None):
     """0 where a <= 0, else grad (PyTorch's threshold_backward rule)."""
-    grad64, a64, dtype = _activation_backward_inputs(grad, a, out)
+    grad, a, dtype = _activation_backward_inputs(grad, a, out)
     # Written as "a <= 0" rather than "a > 0" so that a NaN passes grad
     # through, as threshold_backward does.
-    return _store(np.where(a64 <= 0, 0.0, grad64), dtype, out)
+    return _store(np.where(a <= 0, 0.0, grad), dtype, out)
 
 
 # ----------------------------------------------------------- softmax family
@@ -178,18 +182,18 @@ def _softmax_input(z, axis, out):
     return z, axis
 
 
-def _shifted(z64, axis):
+def _shifted(z, axis):
     """z - max(z) along ``axis``, so that exp() cannot overflow."""
     # initial=-inf gives empty rows a maximum instead of an error; a row of
     # -inf (or with a NaN) becomes NaN, as in PyTorch.
-    return z64 - np.max(z64, axis=axis, keepdims=True, initial=-np.inf)
+    return z - np.max(z, axis=axis, keepdims=True, initial=-np.inf)
 
 
 def softmax(z, axis=-1, out=None):
     """p_j = e^(z_j - max) / sum_k e^(z_k - max) along ``axis``."""
     z, axis = _softmax_input(z, axis, out)
     with np.errstate(invalid="ignore"):  # inf - inf in rows holding +-inf
-        exp_shifted = np.exp(_shifted(z.astype(np.float64), axis))
+        exp_shifted = np.exp(_shifted(z, axis))
         p = exp_shifted / np.sum(exp_shifted, axis=axis, keepdims=True)
     return _store(p, z.dtype, out)
 
@@ -198,7 +202,7 @@ def log_softmax(z, axis=-1, out=None):
     """log p_j = z_j - max - log sum_k e^(z_k - max) along ``axis``."""
     z, axis = _softmax_input(z, axis, out)
     with np.errstate(invalid="ignore"):
-        shifted = _shifted(z.astype(np.float64), axis)
+        shifted = _shifted(z, axis)
         log_p = shifted - np.log(np.sum(np.exp(shifted), axis=axis,
                                         keepdims=True))
     return _store(log_p, z.dtype, out)
@@ -213,10 +217,8 @@ def softmax_backward(grad, p, axis=-1, out=None):
     _check_same_shape("grad", grad, "p", p)
     axis = _normalize_axis(axis, p.ndim)
     _check_out(out, p.shape, dtype)
-    grad64 = grad.astype(np.float64)
-    p64 = p.astype(np.float64)
-    dot = np.sum(grad64 * p64, axis=axis, keepdims=True)
-    return _store(p64 * (grad64 - dot), dtype, out)
+    dot = np.sum(grad * p, axis=axis, keepdims=True)
+    return _store(p * (grad - dot), dtype, out)
 
 
 # ------------------------------------------------------ softmax cross-entropy
@@ -273,19 +275,24 @@ def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean",
     _check_out(out, logits.shape, dtype)
 
     eps = float(label_smoothing)
-    z64 = z.astype(np.float64)
-    log_p = log_softmax(z64)
-    p = softmax(z64)
-    w = np.ones(n_classes) if weight is None else weight.astype(np.float64)
+    # MATH.md's fused softmax + cross-entropy, one row per sample: subtract
+    # the row maximum, sum e^(z - max); then p = e^(z - max) / sum and
+    # log p = (z - max) - log sum. A NaN (or +inf, or a row of -inf) makes
+    # its whole row NaN, as in PyTorch.
+    with np.errstate(invalid="ignore"):  # inf - inf in rows holding +-inf
+        shifted = _shifted(z, axis=1)
+        exp_shifted = np.exp(shifted)
+    sum_exp = np.sum(exp_shifted, axis=1, keepdims=True)
+    p = exp_shifted / sum_exp
+    log_sum_exp = np.log(sum_exp)
 
-    def row_gradient(y):
-        # MATH.md: a row loss -sum_c y_c log p_c has the gradient p - y when
-        # the y_c sum to one; weights make them sum to s, and it is p s - y.
-        return p * np.sum(y, axis=1, keepdims=True) - y
-
-    # The loss is a sum of terms (coefficient, per-row loss, per-row
-    # gradient). They are reduced one by one, as PyTorch does, so that a
-    # zero denominator gives the same NaN.
+    # The loss is a sum of terms (coefficient, per-row loss, gradient). A
+    # row loss -sum_c y_c log p_c has the gradient p * sum_c y_c - y
+    # (MATH.md's p - y, for y_c that sum to one), where y is the row's
+    # weighted target. The terms are reduced one by one, as PyTorch does, so
+    # that a zero "mean" denominator gives the same NaN; each term's
+    # gradient function takes its factor `scale` (the coefficient, over the
+    # denominator for "mean") so that it is formed in one go.
     if class_indices:
         ignored = target == ignore_index
         outside = ~ignored & ((target < 0) | (target >= n_classes))
@@ -296,54 +303,80 @@ def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean",
                 f"in [0, {n_classes}) nor ignore_index ({ignore_index})")
         rows = np.arange(n_samples)
         t = np.where(ignored, 0, target).astype(np.intp)  # any valid index
-        w_t = np.where(ignored, 0.0, w[t])  # weight of each row's class
+        # weight of each row's class, 0 for the ignored rows
+        if weight is None:
+            w_t = (~ignored).astype(dtype)
+        else:
+            w_t = np.where(ignored, 0.0, weight[t])
+        log_p_t = shifted[rows, t] - log_sum_exp[:, 0]
+
+        def nll_gradient(scale):
+            # y = w_t one_hot(t), gathered and scattered instead of built
+            scaled_w_t = scale * w_t
+            grad = p * scaled_w_t[:, None]
+            grad[rows, t] -= scaled_w_t
+            return grad
+
         # loss_i = (1 - eps) w_t (-log p_t) + (eps / C) sum_c w_c (-log p_c)
-        weighted_one_hot = np.zeros_like(z64)
-        weighted_one_hot[rows, t] = w_t
         with np.errstate(invalid="ignore"):  # 0 * inf where w_t = 0, p_t = 0
-            nll = w_t * -log_p[rows, t]
-        terms = [(1.0 - eps, nll, row_gradient(weighted_one_hot))]
+            nll = w_t * -log_p_t
+        terms = [(1.0 - eps, nll, nll_gradient)]
         if eps > 0.0:
-            with np.errstate(invalid="ignore"):
-                smoothing = np.sum(w * -log_p, axis=1)
-            all_classes = np.broadcast_to(w, z64.shape)
-            terms.append((eps / n_classes, smoothing, row_gradient(all_classes)))
+            log_p = shifted - log_sum_exp
+            if weight is None:  # y = (1, ..., 1)
+                smoothing = -np.sum(log_p, axis=1)
+
+                def smoothing_gradient(scale):
+                    return p * (scale * n_classes) - scale
+            else:  # y = w, the same for every row
+                with np.errstate(invalid="ignore"):
+                    smoothing = -np.sum(weight * log_p, axis=1)
+
+                def smoothing_gradient(scale):
+                    return p * (scale * np.sum(weight)) - scale * weight
+            terms.append((eps / n_classes, smoothing, smoothing_gradient))
         # "mean" divides by the summed weight of the rows not ignored.
         denominator = np.sum(w_t)
     else:
         ignored = np.zeros(n_samples, dtype=bool)
         # y' = (1 - eps) y + eps / C, loss_i = -sum_c w_c y'_c log p_c
-        y = (1.0 - eps) * target.astype(np.float64) + eps / n_classes
+        y = (1.0 - eps) * target + eps / n_classes
         if class_axis == 0:
             y = y.T
-        weighted_y = w * y
+        weighted_y = y if weight is None else weight * y
+        log_p = shifted - log_sum_exp
         with np.errstate(invalid="ignore"):  # 0 * -inf where p_c = 0
             loss_rows = -np.sum(weighted_y * log_p, axis=1)
-        terms = [(1.0, loss_rows, row_gradient(weighted_y))]
-        # With probabilities, "mean" divides by N whatever the weights.
-        denominator = float(n_samples)
 
-    loss = 0.0
-    grad = np.zeros_like(z64)
+        def soft_gradient(scale):
+            total = np.sum(weighted_y, axis=1, keepdims=True)
+            return scale * (p * total - weighted_y)
+
+        terms = [(1.0, loss_rows, soft_gradient)]
+        # With probabilities, "mean" divides by N whatever the weights (an
+        # array scalar, so that N = 0 gives NaN rather than an exception).
+        denominator = dtype.type(n_samples)
+
+    loss = grad = None
     # 0 / 0 = NaN when every row is ignored (or N = 0), as in PyTorch.
     with np.errstate(divide="ignore", invalid="ignore"):
-        for coefficient, term_rows, term_grad in terms:
+        for coefficient, term_rows, term_gradient in terms:
             # Ignored rows add nothing, not even a NaN of their logits.
             term_rows = np.where(ignored, 0.0, term_rows)
             if reduction == "mean":
-                term_loss = np.sum(term_rows) / denominator
-                term_grad = term_grad / denominator
-            elif reduction == "sum":
-                term_loss = np.sum(term_rows)
+                term_loss = coefficient * (np.sum(term_rows) / denominator)
+                term_grad = term_gradient(coefficient / denominator)
             else:
-                term_loss = term_rows
-            loss = loss + coefficient * term_loss
-            grad = grad + coefficient * term_grad
-    loss = np.asarray(loss).astype(dtype)[()]  # a NumPy scalar, or (N,)
-    # Ignored rows have a zero gradient, even when the mean is NaN, except
-    # that a NaN among their logits shows, as it does in PyTorch (through
-    # the backward of log_softmax).
-    grad = np.where(ignored[:, None], 0.0 * p, grad)
+                term_loss = coefficient * (
+                    np.sum(term_rows) if reduction == "sum" else term_rows)
+                term_grad = term_gradient(dtype.type(coefficient))
+            loss = term_loss if loss is None else loss + term_loss
+            grad = term_grad if grad is None else grad + term_grad
+    # Ignored rows have an exactly zero gradient, even when the mean is NaN
+    # or their logits hold a NaN (PyTorch would show that NaN there).
+    grad[ignored] = 0.0
+    # a NumPy scalar of the input dtype, or the (N,) array
+    assert loss.dtype == dtype, (loss.dtype, dtype)
     if class_axis == 0:
         grad = grad.T
     return loss, _store(grad, dtype, out)
@@ -363,7 +396,7 @@ def softmax_cross_entropy_backward(logits, target, *, axis=-1,
 # ------------------------------------------------------ element-wise losses
 def _elementwise_loss_inputs(input_name, x, target, reduction, out,
                              weight=None, pos_weight=None):
-    """Validate the arguments of an element-wise loss; return float64 copies."""
+    """Validate the arguments of an element-wise loss; return them and the dtype."""
     x = _float_array(input_name, x)
     _check_ndim(input_name, x, (1, 2))
     target = _float_array("target", target)
@@ -385,9 +418,7 @@ def _elementwise_loss_inputs(input_name, x, target, reduction, out,
                           pos_weight=pos_weight)
     _check_reduction(reduction)
     _check_out(out, x.shape, dtype)
-    as64 = [None if a is None else a.astype(np.float64)
-            for a in (x, target, weight, pos_weight)]
-    return (*as64, dtype)
+    return x, target, weight, pos_weight, dtype
 
 
 def _reduce_elementwise(loss, grad, reduction, dtype, out):
@@ -395,12 +426,12 @@ def _reduce_elementwise(loss, grad, reduction, dtype, out):
     if reduction == "mean":
         # "mean" divides by the number of elements (NaN when there are none).
         with np.errstate(invalid="ignore"):
-            loss = dtype.type(np.sum(loss) / loss.size)
+            loss = np.sum(loss) / loss.size
         grad = grad / max(grad.size, 1)
     elif reduction == "sum":
-        loss = dtype.type(np.sum(loss))
-    else:
-        loss = loss.astype(dtype)
+        loss = np.sum(loss)
+    # a NumPy scalar of the input dtype, or the per-element array
+    assert loss.dtype == dtype, (loss.dtype, dtype)
     return loss, _store(grad, dtype, out)
 
 
@@ -493,9 +524,9 @@ def dense_forward(x, w, b=None, activation=None, out=None):
     _check_activation(activation)
     _check_out(out, (x.shape[0], w.shape[0]), dtype)
 
-    z = x.astype(np.float64) @ w.astype(np.float64).T
+    z = x @ w.T
     if b is not None:
-        z = z + b.astype(np.float64)
+        z += b
     if activation == "sigmoid":
         a = sigmoid(z)
     elif activation == "tanh":
@@ -545,24 +576,24 @@ def dense_backward(grad_a, x, w, a=None, activation=None, *,
     if need_input_grad:
         _check_out(out_x, x.shape, dtype, name="out[2] (grad_x)")
 
-    grad_a64 = grad_a.astype(np.float64)
-    x64 = x.astype(np.float64)
-    w64 = w.astype(np.float64)
     if activation == "sigmoid":
-        grad_z = sigmoid_backward(grad_a64, a.astype(np.float64))
+        grad_z = sigmoid_backward(grad_a, a)
     elif activation == "tanh":
-        grad_z = tanh_backward(grad_a64, a.astype(np.float64))
+        grad_z = tanh_backward(grad_a, a)
     elif activation == "relu":
-        grad_z = relu_backward(grad_a64, a.astype(np.float64))
+        grad_z = relu_backward(grad_a, a)
     else:
-        grad_z = grad_a64
+        grad_z = grad_a
 
-    def finish(result, buffer):
-        if accumulate and buffer is not None:
-            result = buffer.astype(np.float64) + result
-        return _store(result, dtype, buffer)
-
-    grad_w = finish(grad_z.T @ x64, out_w)
-    grad_b = finish(np.sum(grad_z, axis=0), out_b)
-    grad_x = finish(grad_z @ w64, out_x) if need_input_grad else None
-    return grad_w, grad_b, grad_x
+    # All three results are known before any buffer is written, so that a
+    # buffer may alias an input.
+    grad_w = grad_z.T @ x
+    grad_b = np.sum(grad_z, axis=0)
+    grad_x = grad_z @ w if need_input_grad else None
+    if accumulate:
+        grad_w, grad_b, grad_x = (
+            result if buffer is None or result is None else buffer + result
+            for result, buffer in ((grad_w, out_w), (grad_b, out_b),
+                                   (grad_x, out_x)))
+    return (_store(grad_w, dtype, out_w), _store(grad_b, dtype, out_b),
+            None if grad_x is None else _store(grad_x, dtype, out_x))
