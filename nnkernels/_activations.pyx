@@ -83,25 +83,55 @@ cdef void map_all(
                   min(<Py_ssize_t>CHUNK, n - start))
 
 
-def apply(int op, cnp.ndarray x, object a, cnp.ndarray out, int n_threads):
-    """out = op(x[, a]) over flat contiguous arrays of one float dtype.
+cdef bint same_layout(cnp.ndarray x, cnp.ndarray y):
+    """Same dtype and shape, and element i at the same place in both."""
+    cdef int d
+    if cnp.PyArray_TYPE(x) != cnp.PyArray_TYPE(y) or cnp.PyArray_NDIM(x) != cnp.PyArray_NDIM(y):
+        return False
+    for d in range(cnp.PyArray_NDIM(x)):
+        if cnp.PyArray_DIM(x, d) != cnp.PyArray_DIM(y, d):
+            return False
+    return ((cnp.PyArray_IS_C_CONTIGUOUS(x) and cnp.PyArray_IS_C_CONTIGUOUS(y))
+            or (cnp.PyArray_IS_F_CONTIGUOUS(x) and cnp.PyArray_IS_F_CONTIGUOUS(y)))
 
-    The caller (nnkernels._api) has validated shapes, dtypes and contiguity;
-    the dtype test below is only the switch between the two builds.
+
+cdef bint writes_safely(cnp.ndarray out, cnp.ndarray x):
+    """out is x's very memory (in place, element by element) or apart from it."""
+    cdef char* o = <char*>cnp.PyArray_DATA(out)
+    cdef char* p = <char*>cnp.PyArray_DATA(x)
+    return o == p or o + cnp.PyArray_NBYTES(out) <= p or p + cnp.PyArray_NBYTES(x) <= o
+
+
+def apply(int op, cnp.ndarray x, object a, cnp.ndarray out, int n_threads):
+    """out = op(x[, a]) when the operands are simple; returns whether it ran.
+
+    Simple: one float dtype, one shape, all C- or all F-contiguous, `out`
+    writable and either an input's very memory or apart from every input.
+    These few C-level tests are the whole check of the common call; anything
+    else returns False untouched, and nnkernels._api validates (with its
+    messages) and copies.
     """
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(out)
     cdef int typenum = cnp.PyArray_TYPE(out)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(out)
+    cdef cnp.ndarray arr_a
     cdef void* a_data = NULL
-    if a is not None:
-        a_data = cnp.PyArray_DATA(<cnp.ndarray>a)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return False
+    if not same_layout(x, out) or not cnp.PyArray_ISWRITEABLE(out) or not writes_safely(out, x):
+        return False
+    if op >= SIGMOID_BACKWARD:
+        if not isinstance(a, cnp.ndarray):
+            return False
+        arr_a = <cnp.ndarray>a
+        if not same_layout(arr_a, out) or not writes_safely(out, arr_a):
+            return False
+        a_data = cnp.PyArray_DATA(arr_a)
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
             map_all[float](op, <const float*>cnp.PyArray_DATA(x), <const float*>a_data,
                            <float*>cnp.PyArray_DATA(out), n, n_threads)
-    elif typenum == cnp.NPY_FLOAT64:
+    else:
         with nogil:
             map_all[double](op, <const double*>cnp.PyArray_DATA(x), <const double*>a_data,
                             <double*>cnp.PyArray_DATA(out), n, n_threads)
-    else:
-        raise TypeError(f"internal: unsupported dtype number {typenum}")
-    return out
+    return True

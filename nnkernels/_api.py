@@ -23,31 +23,28 @@ _sm = _dispatch.softmax_losses
 
 # Element-wise activations ------------------------------------------------------------
 
-def _same_layout(*arrays):
-    return (all(a.flags.c_contiguous for a in arrays)
-            or all(a.flags.f_contiguous for a in arrays))
-
-
 def _map(op, x, x_name, a, a_name, out):
+    if type(x) is np.ndarray:
+        # the common call: the kernel's entry checks it in C and runs it
+        o = np.empty_like(x) if out is None else out
+        if type(o) is np.ndarray and _act.apply(op, x, a, o, _dispatch._num_threads):
+            return o
+    return _map_checked(op, x, x_name, a, a_name, out)
+
+
+def _map_checked(op, x, x_name, a, a_name, out):
+    """Validate with messages; run on C-ordered copies where the layout needs it."""
     x = v.float_array(x, x_name)
-    inputs = (x,)
     if a is not None:
         a = v.float_array(a, a_name)
         v.same_dtype((x_name, x), (a_name, a))
         v.same_shape(x_name, x, a_name, a)
-        inputs = (x, a)
-    if out is None:
-        out = np.empty_like(x) if _same_layout(*inputs) else np.empty(x.shape, x.dtype)
-    else:
-        out = v.output(out, x.shape, x.dtype)
-    # in place is fine when out IS an input; any other overlap goes through a copy
-    separate = all(out is i or not np.may_share_memory(out, i) for i in inputs)
-    if separate and _same_layout(out, *inputs):
-        _act.apply(op, x, a, out, _dispatch._num_threads)
-        return out
+    out = v.output(out, x.shape, x.dtype)
     result = np.empty(x.shape, x.dtype)
-    _act.apply(op, np.ascontiguousarray(x), None if a is None else np.ascontiguousarray(a),
-               result, _dispatch._num_threads)
+    ran = _act.apply(op, np.ascontiguousarray(x),
+                     None if a is None else np.ascontiguousarray(a), result,
+                     _dispatch._num_threads)
+    assert ran, "validated C-ordered operands must run"
     out[...] = result
     return out
 
