@@ -154,7 +154,9 @@ def _cross_entropy(logits, target, axis, reduction, weight, ignore_index,
     if not v.element_strides_ok(logits, target):
         logits, target = np.ascontiguousarray(logits), np.ascontiguousarray(target)
     work = grad
-    if not v.element_strides_ok(grad) or v.overlaps(grad, logits, target, weight):
+    # a fresh grad cannot overlap anything; a given one is checked
+    if out is not None and (not v.element_strides_ok(grad)
+                            or v.overlaps(grad, logits, target, weight)):
         work = np.empty(logits.shape, logits.dtype)
     loss_rows = np.empty(n_rows, logits.dtype) if red == 0 else None
     total = _sm.cross_entropy(logits, target, weight, ignore_index, eps, red, work,

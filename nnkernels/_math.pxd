@@ -157,18 +157,26 @@ cdef inline floating relu_grad(floating grad, floating a) noexcept nogil:
 
 # Row reductions over n contiguous values ---------------------------------------
 cdef inline floating lanes_sum(floating* acc) noexcept nogil:
-    """Pairwise sum of the LANES partial results."""
-    cdef int width = LANES // 2, k
-    while width > 0:
-        for k in range(width):
-            acc[k] = acc[k] + acc[k + width]
-        width = width // 2
-    return acc[0]
+    """Pairwise sum of the LANES (16) partial results; constant bounds, so the
+    compiler unrolls and vectorises it."""
+    cdef int k
+    for k in range(8):
+        acc[k] = acc[k] + acc[k + 8]
+    for k in range(4):
+        acc[k] = acc[k] + acc[k + 4]
+    for k in range(2):
+        acc[k] = acc[k] + acc[k + 2]
+    return acc[0] + acc[1]
 
 
 cdef inline floating row_sum(const floating* x, Py_ssize_t n) noexcept nogil:
     cdef floating acc[LANES]
+    cdef floating total = 0
     cdef Py_ssize_t b, j, k, body = n - n % LANES
+    if n < LANES:                     # short rows: lanes would cost more than they save
+        for j in range(n):
+            total = total + x[j]
+        return total
     for k in range(LANES):
         acc[k] = <floating>0
     for b in range(n // LANES):
@@ -182,7 +190,12 @@ cdef inline floating row_sum(const floating* x, Py_ssize_t n) noexcept nogil:
 
 cdef inline floating row_dot(const floating* x, const floating* y, Py_ssize_t n) noexcept nogil:
     cdef floating acc[LANES]
+    cdef floating total = 0
     cdef Py_ssize_t b, j, k, body = n - n % LANES
+    if n < LANES:
+        for j in range(n):
+            total = total + x[j] * y[j]
+        return total
     for k in range(LANES):
         acc[k] = <floating>0
     for b in range(n // LANES):

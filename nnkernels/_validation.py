@@ -9,6 +9,8 @@ import operator
 
 import numpy as np
 
+from . import _runtime
+
 FLOAT_TYPES = (np.float32, np.float64)
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}   # the kernels' Reduction codes
 
@@ -49,7 +51,7 @@ def output(out, shape, dtype, name="out"):
         return np.empty(shape, dtype)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
-    if out.dtype != dtype:
+    if out.dtype is not dtype and out.dtype != dtype:
         raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
     if out.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
@@ -59,15 +61,12 @@ def output(out, shape, dtype, name="out"):
 
 
 def overlaps(out, *inputs):
-    """True when `out` may share memory with an input without being that very array.
+    """True when `out` may share memory with one of the inputs (None skipped).
 
     Element-wise kernels may write in place over an input with the same
     layout; any other overlap is computed into a temporary first.
     """
-    for x in inputs:
-        if x is not None and np.may_share_memory(out, x):
-            return True
-    return False
+    return _runtime.overlaps(out, *inputs)
 
 
 def reduction_code(reduction):
@@ -80,10 +79,11 @@ def reduction_code(reduction):
 
 def class_axis(axis, ndim, name="axis"):
     """The class axis of a 1-D or 2-D array as 0 or 1 (1-D arrays are one row)."""
-    try:
-        axis = operator.index(axis)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(axis).__name__}") from None
+    if type(axis) is not int:
+        try:
+            axis = operator.index(axis)
+        except TypeError:
+            raise TypeError(f"{name} must be an int, got {type(axis).__name__}") from None
     if not -ndim <= axis < ndim:
         raise np.exceptions.AxisError(axis, ndim)
     return axis % ndim if ndim == 2 else 1
@@ -102,6 +102,8 @@ def as_matrix(x, name, allow_1d=True):
 def element_strides_ok(*arrays):
     """Kernels index rows with element strides: every stride a multiple of the itemsize."""
     for a in arrays:
+        if a.flags.forc:            # contiguous: nothing to look at
+            continue
         size = a.itemsize
         for s in a.strides:
             if s % size:
@@ -114,6 +116,8 @@ def class_indices(target, n_rows, name="target"):
     if target.ndim != 1 or target.shape[0] != n_rows:
         raise ValueError(f"{name} of class indices must have shape ({n_rows},), "
                          f"got {target.shape}")
+    if target.dtype == np.intp and target.flags.c_contiguous:
+        return target
     if target.dtype.kind == "u" and target.itemsize >= np.dtype(np.intp).itemsize:
         too_big = np.flatnonzero(target > np.iinfo(np.intp).max)
         if too_big.size:
@@ -131,6 +135,8 @@ def probability(x, name):
 
 
 def label_smoothing_value(eps):
+    if eps == 0.0 and type(eps) in (float, int):
+        return 0.0
     try:
         eps = float(eps)
     except (TypeError, ValueError):
@@ -141,6 +147,8 @@ def label_smoothing_value(eps):
 
 
 def integer(value, name):
+    if type(value) is int:
+        return value
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int, got bool")
     try:
