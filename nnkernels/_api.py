@@ -201,7 +201,9 @@ def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out)
         v.probability(x2, x_name)
 
     w2, w_row_stride = None, 0
-    if weight is not None:
+    if weight is None:
+        w2 = np.ones(cols, x.dtype)
+    else:
         weight = v.float_array(weight, "weight")
         v.same_dtype((x_name, x), ("weight", weight))
         try:
@@ -214,7 +216,7 @@ def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out)
             w2 = np.ascontiguousarray(full[0])
         else:
             w2, w_row_stride = np.ascontiguousarray(full), cols
-    pw = None
+    pw = np.ones(cols, x.dtype)
     if pos_weight is not None:
         pos_weight = v.float_array(pos_weight, "pos_weight")
         v.same_dtype((x_name, x), ("pos_weight", pos_weight))

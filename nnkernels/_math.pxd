@@ -46,6 +46,10 @@ cdef extern from *:
     static inline float nnk_unkey_f(int32_t i) {
         int32_t b = i ^ ((i >> 31) & 0x7fffffff); float x; memcpy(&x, &b, sizeof x); return x;
     }
+    static inline int32_t nnk_bits_f(float x) { int32_t i; memcpy(&i, &x, sizeof i); return i; }
+    static inline float nnk_from_bits_f(int32_t i) { float x; memcpy(&x, &i, sizeof x); return x; }
+    static inline int64_t nnk_bits_d(double x) { int64_t i; memcpy(&i, &x, sizeof i); return i; }
+    static inline double nnk_from_bits_d(int64_t i) { double x; memcpy(&x, &i, sizeof x); return x; }
     static inline int64_t nnk_key_d(double x) {
         int64_t i; memcpy(&i, &x, sizeof i); return i ^ ((i >> 63) & 0x7fffffffffffffffLL);
     }
@@ -72,6 +76,10 @@ cdef extern from *:
     int32_t nnk_key_f(float x) noexcept nogil
     float nnk_unkey_f(int32_t i) noexcept nogil
     int64_t nnk_key_d(double x) noexcept nogil
+    int32_t nnk_bits_f(float x) noexcept nogil
+    float nnk_from_bits_f(int32_t i) noexcept nogil
+    int64_t nnk_bits_d(double x) noexcept nogil
+    double nnk_from_bits_d(int64_t i) noexcept nogil
     double nnk_unkey_d(int64_t i) noexcept nogil
     const double NNK_LN2_HI, NNK_LN2_LO, NNK_LOG2E, NNK_EXP_MIN_ARG_D
     const float NNK_EXP_MIN_ARG_F
@@ -119,6 +127,39 @@ cdef inline floating exp_nonpos(floating x) noexcept nogil:
             + r * (1/39916800. + r * (1/479001600.))))))))))))
         p = p * nnk_pow2_d(n)
     return zero if x < lo else p
+
+
+# max(log x, -100) for 0 <= x <= 1 (PyTorch's clamp in binary cross-entropy) --
+#   x = 2**e m, m in [sqrt(1/2), sqrt(2))  =>  log x = e ln2 + log m,
+#   log m = 2 atanh(t) = 2 t (1 + t²/3 + t⁴/5 + ...), t = (m - 1)/(m + 1), |t| < 0.172,
+#   5 terms (float32) or 11 (float64) reach half an ulp.
+# float32 subnormals (logs down to -103.3) are scaled by 2**24 first; float64
+# subnormals and 0 fall below the clamp.  NaN gives NaN.  Branch-free.
+cdef inline floating log_clamped(floating x) noexcept nogil:
+    cdef floating zero = 0, one = 1, two = 2, half = 0.5, floor = -100, sqrt2 = 1.4142135623730951
+    cdef floating xs, m, t, u, p = 0, e, lg
+    cdef int32_t bits_f
+    cdef int64_t bits_d
+    cdef int k, terms = 5 if floating is float else 11
+    if floating is float:
+        xs = x * <float>16777216.0 if x < <float>1.1754943508222875e-38 else x
+        e = <float>(-24) if x < <float>1.1754943508222875e-38 else zero
+        bits_f = nnk_bits_f(xs)
+        e = e + <float>(((bits_f >> 23) & 0xff) - 127)
+        m = nnk_from_bits_f((bits_f & 0x007fffff) | 0x3f800000)
+    else:
+        bits_d = nnk_bits_d(x)
+        e = <double>(((bits_d >> 52) & 0x7ff) - 1023)
+        m = nnk_from_bits_d((bits_d & 0x000fffffffffffffLL) | 0x3ff0000000000000LL)
+    e = e + one if m > sqrt2 else e
+    m = m * half if m > sqrt2 else m
+    t = (m - one) / (m + one)
+    u = t * t
+    for k in range(terms - 1, -1, -1):
+        p = p * u + one / (2 * k + 1)
+    lg = e * <floating>NNK_LN2_HI + (e * <floating>NNK_LN2_LO + two * t * p)
+    lg = lg if lg > floor else floor
+    return lg if x == x else x
 
 
 # Activations -------------------------------------------------------------------

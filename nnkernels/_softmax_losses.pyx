@@ -35,11 +35,11 @@ loss does not depend on the thread count.
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange, parallel
-from libc.math cimport log, log1p, exp, fabs, NAN
+from libc.math cimport log, NAN
 from libc.stdlib cimport malloc, free
 
-from nnkernels._math cimport (LANES, exp_nonpos, lanes_sum, row_max, row_sum, row_dot,
-                              sigmoid_of)
+from nnkernels._math cimport (LANES, exp_nonpos, lanes_sum, log_clamped, row_max, row_sum,
+                              row_dot, sigmoid_of)
 
 cnp.import_array()
 
@@ -454,93 +454,133 @@ cdef void fill_from_doubles(cnp.ndarray dst, const double* src, Py_ssize_t n):
 
 
 # Element-wise losses -------------------------------------------------------------
-# Each returns the loss of one element and writes dloss/dx to grad[0].
+# Each loss is a pair of pure functions (loss, gradient) of one element; the
+# compiler computes their shared terms once when both are inlined in a loop.
+
+# log1p(x) for 0 <= x <= 1, vectorisable: log1p(x) = 2 atanh(t), t = x / (2 + x)
+# in [0, 1/3], by its series 2 t (1 + t²/3 + t⁴/5 + ...), cut where the next
+# term is below half an ulp (7 terms float32, 16 float64).
+cdef inline floating log1p_unit(floating x) noexcept nogil:
+    cdef floating one = 1, two = 2, t = x / (two + x), u = t * t, p = 0
+    cdef int k, terms = 7 if floating is float else 16
+    for k in range(terms - 1, -1, -1):
+        p = p * u + one / (2 * k + 1)
+    return two * t * p
+
 
 # sigmoid + BCE, PyTorch's binary_cross_entropy_with_logits with pos_weight pw:
-#   loss = (1 - y) z + (1 + (pw - 1) y) (log1p(e**-|z|) + max(-z, 0))
-#   dloss/dz = (1 - y) - (1 + (pw - 1) y) (1 - σ(z))       (pw = 1: σ(z) - y)
-cdef inline double bce_with_logits(floating z, floating y, floating pw,
-                                   floating* grad) noexcept nogil:
-    cdef double zd = z, yd = y
-    cdef double log_weight = 1 + (<double>pw - 1) * yd
-    cdef double softplus_neg = log1p(exp(-fabs(zd))) + (-zd if zd < 0 else 0)
-    grad[0] = <floating>((1 - yd) - log_weight * (1 - <double>sigmoid_of(z)))
-    return (1 - yd) * zd + log_weight * softplus_neg
+#   loss = (1 - y) z + (1 + (pw - 1) y) softplus(-z),
+#          softplus(-z) = log1p(e**-|z|) + max(-z, 0)       (never overflows)
+#   dloss/dz = (1 - y) - (1 + (pw - 1) y) σ(-z)              (pw = 1: σ(z) - y)
+cdef inline floating bce_logits_loss(floating z, floating y, floating pw) noexcept nogil:
+    cdef floating zero = 0, one = 1
+    cdef floating softplus_neg = (log1p_unit(exp_nonpos(z if z < zero else -z))
+                                  + (-z if z < zero else zero))
+    return (one - y) * z + (one + (pw - one) * y) * softplus_neg
+
+cdef inline floating bce_logits_grad(floating z, floating y, floating pw) noexcept nogil:
+    cdef floating one = 1
+    return (one - y) - (one + (pw - one) * y) * sigmoid_of(-z)
 
 
 # BCE on probabilities, PyTorch's binary_cross_entropy (logs clamped at -100):
-#   loss = -(y log p + (1 - y) log(1 - p));  dloss/dp = (p - y) / max(p (1 - p), 1e-12)
-cdef inline double bce(floating p, floating y, floating* grad) noexcept nogil:
-    cdef double pd = p, yd = y
-    cdef double log_p = max(log(pd), -100.0), log_1mp = max(log(1 - pd), -100.0)
-    grad[0] = <floating>((pd - yd) / max(pd * (1 - pd), 1e-12))
-    return -(yd * log_p + (1 - yd) * log_1mp)
+#   loss = -(y log p + (1 - y) log(1 - p)),  dloss/dp = (p - y) / max(p (1 - p), 1e-12)
+cdef inline floating bce_loss(floating p, floating y) noexcept nogil:
+    cdef floating one = 1
+    return -(y * log_clamped(p) + (one - y) * log_clamped(one - p))
+
+cdef inline floating bce_grad(floating p, floating y) noexcept nogil:
+    cdef floating one = 1, tiny = 1e-12, d = p * (one - p)
+    return (p - y) / (d if d > tiny else tiny)
 
 
 # MSE:  loss = (x - y)²,  dloss/dx = 2 (x - y)
-cdef inline double squared_error(floating x, floating y, floating* grad) noexcept nogil:
-    cdef floating d = x - y
-    grad[0] = 2 * d
-    return <double>d * d
+cdef inline floating squared_error_loss(floating x, floating y) noexcept nogil:
+    return (x - y) * (x - y)
+
+cdef inline floating squared_error_grad(floating x, floating y) noexcept nogil:
+    return 2 * (x - y)
 
 
-cdef void elementwise_rows(
+cdef void loss_row(
     int op,
-    const floating* x,        # IN  (rows, cols) predictions / logits / probabilities
-    const floating* y,        # IN  (rows, cols) targets
-    const floating* w,        # IN  weight, row stride w_row_stride (0: one per column), or NULL
-    Py_ssize_t w_row_stride,
-    const floating* pw,       # IN  (cols,) pos_weight, or NULL
+    const floating* x,        # IN  (n,) predictions / logits / probabilities
+    const floating* y,        # IN  (n,) targets
+    const floating* w,        # IN  (n,) weights
+    const floating* pw,       # IN  (n,) pos_weight (BCE_WITH_LOGITS)
     floating scale,           # IN  gradient factor (1/count for "mean")
+    floating* grad,           # OUT (n,)
+    floating* loss,           # OUT (n,) weighted per-element loss
+    Py_ssize_t n,
+) noexcept nogil:
+    cdef Py_ssize_t j
+    if op == BCE_WITH_LOGITS:
+        for j in range(n):
+            grad[j] = scale * w[j] * bce_logits_grad(x[j], y[j], pw[j])
+            loss[j] = w[j] * bce_logits_loss(x[j], y[j], pw[j])
+    elif op == BCE:
+        for j in range(n):
+            grad[j] = scale * w[j] * bce_grad(x[j], y[j])
+            loss[j] = w[j] * bce_loss(x[j], y[j])
+    else:
+        for j in range(n):
+            grad[j] = scale * w[j] * squared_error_grad(x[j], y[j])
+            loss[j] = w[j] * squared_error_loss(x[j], y[j])
+
+
+cdef int elementwise_rows(
+    int op,
+    const floating* x,        # IN  (rows, cols) C-contiguous
+    const floating* y,        # IN  (rows, cols)
+    const floating* w,        # IN  weights, rows w_row_stride apart (0: one per column)
+    Py_ssize_t w_row_stride,
+    const floating* pw,       # IN  (cols,) pos_weight
+    floating scale,
     floating* grad,           # OUT (rows, cols)
-    double* row_loss,         # OUT (rows,) sum of a row's losses, or NULL
     floating* elem_loss,      # OUT (rows, cols) per-element loss, or NULL
+    double* row_loss,         # OUT (rows,) row sums of the loss (when elem_loss is NULL)
     Py_ssize_t rows, Py_ssize_t cols,
     int n_threads,
 ) noexcept nogil:
-    cdef Py_ssize_t i, j, k
-    cdef double acc, loss, wk
-    cdef floating g
-    for i in prange(rows, num_threads=n_threads, schedule="static",
-                    use_threads_if=n_threads > 1 and rows * cols >= PARALLEL_MIN):
-        acc = 0
-        for j in range(cols):
-            k = i * cols + j
-            if op == BCE_WITH_LOGITS:
-                loss = bce_with_logits(x[k], y[k], pw[j] if pw != NULL else 1, &g)
-            elif op == BCE:
-                loss = bce(x[k], y[k], &g)
-            else:
-                loss = squared_error(x[k], y[k], &g)
-            wk = w[i * w_row_stride + j] if w != NULL else 1
-            grad[k] = <floating>(g * wk * scale)
-            loss = loss * wk
-            if elem_loss != NULL:
-                elem_loss[k] = <floating>loss
-            acc = acc + loss
-        if row_loss != NULL:
-            row_loss[i] = acc
+    """Returns 0, or -1 when a thread could not allocate its scratch row."""
+    cdef Py_ssize_t i
+    cdef floating* scratch = NULL
+    cdef floating* loss
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    with parallel(num_threads=n_threads,
+                  use_threads_if=n_threads > 1 and rows * cols >= PARALLEL_MIN):
+        if elem_loss == NULL:
+            scratch = <floating*>malloc(cols * sizeof(floating))
+            if scratch == NULL:
+                failed_flag[0] = 1
+        if elem_loss != NULL or scratch != NULL:
+            for i in prange(rows, schedule="static"):
+                loss = elem_loss + i * cols if elem_loss != NULL else scratch
+                loss_row(op, x + i * cols, y + i * cols, w + i * w_row_stride, pw, scale,
+                         grad + i * cols, loss, cols)
+                if elem_loss == NULL:
+                    row_loss[i] = row_sum(loss, cols)
+        free(scratch)
+    return -1 if failed else 0
 
 
-def elementwise_loss(int op, cnp.ndarray x, cnp.ndarray y, object weight,
-                     Py_ssize_t weight_row_stride, object pos_weight, int reduction,
+def elementwise_loss(int op, cnp.ndarray x, cnp.ndarray y, cnp.ndarray weight,
+                     Py_ssize_t weight_row_stride, cnp.ndarray pos_weight, int reduction,
                      cnp.ndarray grad, object loss_out, int n_threads):
     """Element-wise loss over C-contiguous 2-D (rows, cols) arrays of one dtype.
 
-    Fills `grad`; returns the reduced loss (reduction MEAN or SUM) or fills
-    `loss_out` (reduction NONE) and returns None.
+    `weight` holds rows weight_row_stride elements apart (0: one per column)
+    and `pos_weight` one value per column; the caller passes ones where the
+    user gave none.  Fills `grad`; returns the reduced loss (MEAN or SUM) or
+    fills `loss_out` (NONE) and returns None.
     """
     cdef Py_ssize_t rows = cnp.PyArray_DIM(x, 0), cols = cnp.PyArray_DIM(x, 1)
     cdef Py_ssize_t count = rows * cols, i
-    cdef void* w = NULL
-    cdef void* pw = NULL
     cdef void* elem = NULL
     cdef double* row_loss = NULL
     cdef double total = 0, scale = 1.0 / count if reduction == MEAN and count else 1.0
-    if weight is not None:
-        w = cnp.PyArray_DATA(<cnp.ndarray>weight)
-    if pos_weight is not None:
-        pw = cnp.PyArray_DATA(<cnp.ndarray>pos_weight)
+    cdef int status
     if reduction == NONE:
         elem = cnp.PyArray_DATA(<cnp.ndarray>loss_out)
     else:
@@ -550,17 +590,21 @@ def elementwise_loss(int op, cnp.ndarray x, cnp.ndarray y, object weight,
     try:
         with nogil:
             if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
-                elementwise_rows[float](op, <const float*>cnp.PyArray_DATA(x),
-                                        <const float*>cnp.PyArray_DATA(y), <const float*>w,
-                                        weight_row_stride, <const float*>pw, scale,
-                                        <float*>cnp.PyArray_DATA(grad), row_loss,
-                                        <float*>elem, rows, cols, n_threads)
+                status = elementwise_rows[float](
+                    op, <const float*>cnp.PyArray_DATA(x), <const float*>cnp.PyArray_DATA(y),
+                    <const float*>cnp.PyArray_DATA(weight), weight_row_stride,
+                    <const float*>cnp.PyArray_DATA(pos_weight), scale,
+                    <float*>cnp.PyArray_DATA(grad), <float*>elem, row_loss, rows, cols,
+                    n_threads)
             else:
-                elementwise_rows[double](op, <const double*>cnp.PyArray_DATA(x),
-                                         <const double*>cnp.PyArray_DATA(y), <const double*>w,
-                                         weight_row_stride, <const double*>pw, scale,
-                                         <double*>cnp.PyArray_DATA(grad), row_loss,
-                                         <double*>elem, rows, cols, n_threads)
+                status = elementwise_rows[double](
+                    op, <const double*>cnp.PyArray_DATA(x), <const double*>cnp.PyArray_DATA(y),
+                    <const double*>cnp.PyArray_DATA(weight), weight_row_stride,
+                    <const double*>cnp.PyArray_DATA(pos_weight), scale,
+                    <double*>cnp.PyArray_DATA(grad), <double*>elem, row_loss, rows, cols,
+                    n_threads)
+        if status != 0:
+            raise MemoryError("nnkernels: could not allocate scratch rows")
         if reduction == NONE:
             return None
         for i in range(rows):
