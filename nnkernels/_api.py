@@ -41,10 +41,12 @@ def _map_checked(op, x, x_name, a, a_name, out):
         v.same_shape(x_name, x, a_name, a)
     out = v.output(out, x.shape, x.dtype)
     result = np.empty(x.shape, x.dtype)
-    ran = _act.apply(op, np.ascontiguousarray(x),
-                     None if a is None else np.ascontiguousarray(a), result,
+    # asarray(order="C"), not ascontiguousarray: that one turns 0-d into 1-d
+    ran = _act.apply(op, np.asarray(x, order="C"),
+                     None if a is None else np.asarray(a, order="C"), result,
                      _dispatch._num_threads)
-    assert ran, "validated C-ordered operands must run"
+    if not ran:
+        raise RuntimeError("nnkernels: internal error, validated operands were refused")
     out[...] = result
     return out
 
@@ -190,10 +192,10 @@ def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out)
     target = v.float_array(target, "target")
     v.same_dtype((x_name, x), ("target", target))
     v.same_shape(x_name, x, "target", target)
-    if x.ndim > 2:
+    if x.ndim not in (1, 2):
         raise ValueError(f"{x_name} must be a 1-D or 2-D array, got shape {x.shape}")
     red = v.reduction_code(reduction)
-    shape2 = (1, x.size) if x.ndim < 2 else x.shape
+    shape2 = (1, x.size) if x.ndim == 1 else x.shape
     cols = shape2[1]
     x2 = np.ascontiguousarray(x).reshape(shape2)
     t2 = np.ascontiguousarray(target).reshape(shape2)
@@ -220,10 +222,10 @@ def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out)
     if pos_weight is not None:
         pos_weight = v.float_array(pos_weight, "pos_weight")
         v.same_dtype((x_name, x), ("pos_weight", pos_weight))
-        if pos_weight.size not in (1, cols) or pos_weight.ndim > 1:
+        if pos_weight.shape != (cols,):
             raise ValueError(f"pos_weight must hold one value per column ({cols},), "
                              f"got shape {pos_weight.shape}")
-        pw = np.ascontiguousarray(np.broadcast_to(pos_weight.reshape(-1), (cols,)))
+        pw = np.ascontiguousarray(pos_weight)
 
     grad = v.output(out, x.shape, x.dtype)
     work = grad

@@ -339,3 +339,24 @@ def test_set_num_threads_invalid(n):
     with pytest.raises(ValueError):
         nk.set_num_threads(n)
     assert nk.get_num_threads() == before
+
+
+# Regressions found by hand: 0-d inputs on the checked (copying) path, and
+# the element-wise losses' shape rules (1-D or 2-D input, one pos_weight per column).
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_zero_dimensional_activation_inputs(dtype):
+    z = dtype(0.3)                           # a NumPy scalar, not an ndarray
+    np.testing.assert_allclose(nk.sigmoid(z), 1 / (1 + np.exp(-0.3)), rtol=1e-6)
+    assert nk.relu_backward(dtype(2.0), dtype(1.0)) == 2.0
+    assert nk.relu_backward(dtype(2.0), dtype(-1.0)) == 0.0
+
+
+def test_elementwise_loss_rejects_0d_input():
+    with pytest.raises(ValueError, match="pred must be a 1-D or 2-D array"):
+        nk.mse(np.float64(1.0), np.float64(3.0))
+
+
+def test_pos_weight_needs_one_value_per_column():
+    with pytest.raises(ValueError, match="pos_weight must hold one value per column"):
+        nk.sigmoid_binary_cross_entropy(np.zeros((2, 3)), np.ones((2, 3)),
+                                        pos_weight=np.array([2.0]))
