@@ -210,42 +210,36 @@ cdef inline floating lanes_sum(floating* acc) noexcept nogil:
     return acc[0] + acc[1]
 
 
-cdef inline floating row_sum(const floating* x, Py_ssize_t n) noexcept nogil:
-    cdef floating acc[LANES]
-    cdef floating total = 0
-    cdef Py_ssize_t b, j, k, body = n - n % LANES
-    if n < LANES:                     # short rows: lanes would cost more than they save
-        for j in range(n):
-            total = total + x[j]
-        return total
-    for k in range(LANES):
-        acc[k] = <floating>0
-    for b in range(n // LANES):
-        j = b * LANES
-        for k in range(LANES):
-            acc[k] = acc[k] + x[j + k]
-    for j in range(body, n):
-        acc[j - body] = acc[j - body] + x[j]
-    return lanes_sum(acc)
-
-
-cdef inline floating row_dot(const floating* x, const floating* y, Py_ssize_t n) noexcept nogil:
+# sum_j (w_j or 1) (x_j - shift), w NULL meaning all ones: the one lane
+# reduction behind row_sum, row_dot and the shifted dot of cross-entropy.  Short
+# rows are summed directly (lanes would cost more than they save).  Inlined
+# with a literal NULL or a zero shift, those terms fold away (x - 0 is exact).
+cdef inline floating lanes_dot(const floating* w, const floating* x, floating shift,
+                               Py_ssize_t n) noexcept nogil:
     cdef floating acc[LANES]
     cdef floating total = 0
     cdef Py_ssize_t b, j, k, body = n - n % LANES
     if n < LANES:
         for j in range(n):
-            total = total + x[j] * y[j]
+            total = total + (w[j] if w != NULL else 1) * (x[j] - shift)
         return total
     for k in range(LANES):
         acc[k] = <floating>0
     for b in range(n // LANES):
         j = b * LANES
         for k in range(LANES):
-            acc[k] = acc[k] + x[j + k] * y[j + k]
+            acc[k] = acc[k] + (w[j + k] if w != NULL else 1) * (x[j + k] - shift)
     for j in range(body, n):
-        acc[j - body] = acc[j - body] + x[j] * y[j]
+        acc[j - body] = acc[j - body] + (w[j] if w != NULL else 1) * (x[j] - shift)
     return lanes_sum(acc)
+
+
+cdef inline floating row_sum(const floating* x, Py_ssize_t n) noexcept nogil:
+    return lanes_dot(<const floating*>NULL, x, 0, n)
+
+
+cdef inline floating row_dot(const floating* x, const floating* y, Py_ssize_t n) noexcept nogil:
+    return lanes_dot(x, y, 0, n)
 
 
 # max over the row, through order-preserving integer keys (exact).  A NaN may

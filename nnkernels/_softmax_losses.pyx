@@ -38,8 +38,8 @@ from cython.parallel cimport prange, parallel
 from libc.math cimport log, NAN
 from libc.stdlib cimport malloc, free
 
-from nnkernels._math cimport (LANES, exp_nonpos, lanes_sum, log_clamped, row_max, row_sum,
-                              row_dot, sigmoid_of)
+from nnkernels._math cimport (exp_nonpos, lanes_dot, log_clamped, row_max, row_sum, row_dot,
+                              sigmoid_of)
 
 cnp.import_array()
 
@@ -152,23 +152,6 @@ cdef inline void log_softmax_row(const floating* z, floating* out, Py_ssize_t n)
         out[j] = (z[j] - m) - log_s
 
 
-# sum_j w_j (z_j - m), w NULL meaning all ones; shifted before the product so
-# that large logits do not cancel
-cdef inline floating shifted_dot(const floating* w, const floating* z, floating m,
-                                 Py_ssize_t n) noexcept nogil:
-    cdef floating acc[LANES]
-    cdef Py_ssize_t b, j, k
-    for k in range(LANES):
-        acc[k] = 0
-    for b in range(n // LANES):
-        j = b * LANES
-        for k in range(LANES):
-            acc[k] = acc[k] + (w[j + k] if w != NULL else 1) * (z[j + k] - m)
-    for j in range(n - n % LANES, n):
-        acc[0] = acc[0] + (w[j] if w != NULL else 1) * (z[j] - m)
-    return lanes_sum(acc)
-
-
 # out = p ⊙ (g - sum_j g_j p_j)
 cdef inline void softmax_backward_row(const floating* g, const floating* p, floating* out,
                                       Py_ssize_t n) noexcept nogil:
@@ -198,7 +181,7 @@ cdef inline double ce_index_row(
     cdef double qz = keep * w_t * (z[t] - m)
     cdef floating s
     if eps_c != 0:
-        qz += eps_c * shifted_dot(w, z, m, n)
+        qz += eps_c * lanes_dot(w, z, m, n)   # shifted first: no cancellation
     s = exp_shifted(z, m, grad, n)
     # q_j = (eps/C) w_j off the target; w only read when smoothing is on
     scale_sub(grad, scale * S / s, scale * eps_c, w if eps_c != 0 else NULL, n)
@@ -229,7 +212,7 @@ cdef inline double ce_prob_row(
         for j in range(n):
             q[j] = w[j] * (keep * y[j] + eps_c)
     S = row_sum(q, n)
-    qz = shifted_dot(q, z, m, n)
+    qz = lanes_dot(q, z, m, n)
     s = exp_shifted(z, m, grad, n)
     scale_sub(grad, scale * S / s, scale, q, n)
     return S * <double>log(s) - qz
