@@ -108,3 +108,46 @@ def overlaps(cnp.ndarray out, *inputs):
         if lo < out_hi and out_lo < hi:
             return True
     return False
+
+
+from cython cimport floating
+
+cdef enum:
+    SCAN_BLOCK = 4096
+
+
+cdef Py_ssize_t first_outside(const floating* x, Py_ssize_t n) noexcept nogil:
+    """Index of the first x outside [0, 1] (NaN is not outside), or -1.
+
+    Each block counts its offenders (an integer sum, which vectorises); only a
+    block that has one is searched element by element."""
+    cdef Py_ssize_t b, j, start, stop, bad
+    cdef floating zero = 0, one = 1
+    for b in range((n + SCAN_BLOCK - 1) // SCAN_BLOCK):
+        start = b * SCAN_BLOCK
+        stop = min(start + <Py_ssize_t>SCAN_BLOCK, n)
+        bad = 0
+        for j in range(start, stop):
+            bad += (x[j] < zero) | (x[j] > one)
+        if bad:
+            for j in range(start, stop):
+                if x[j] < zero or x[j] > one:
+                    return j
+    return -1
+
+
+def first_outside_unit_interval(cnp.ndarray x):
+    """Flat index of the first element of a C-contiguous float32/float64 array
+    outside [0, 1] (NaN passes), or -1.  One read of the array, no temporaries."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x), pos
+    if not cnp.PyArray_IS_C_CONTIGUOUS(x):
+        raise ValueError("internal: first_outside_unit_interval needs a C-contiguous array")
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
+        with nogil:
+            pos = first_outside[float](<const float*>cnp.PyArray_DATA(x), n)
+    elif cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64:
+        with nogil:
+            pos = first_outside[double](<const double*>cnp.PyArray_DATA(x), n)
+    else:
+        raise TypeError(f"internal: unsupported dtype {x.dtype}")
+    return pos

@@ -127,11 +127,11 @@ def class_indices(target, n_rows, name="target"):
 
 
 def probability(x, name):
-    """x in [0, 1] everywhere (NaN passes: it propagates), else ValueError."""
-    bad = (x < 0) | (x > 1)
-    if bad.any():
-        pos = np.unravel_index(int(np.argmax(bad)), x.shape)
-        raise ValueError(f"{name} must lie in [0, 1], got {x[pos]} at index {pos}")
+    """x (C-contiguous) in [0, 1] everywhere (NaN passes: it propagates), else ValueError."""
+    pos = _runtime.first_outside_unit_interval(x)
+    if pos >= 0:
+        index = tuple(int(i) for i in np.unravel_index(pos, x.shape))
+        raise ValueError(f"{name} must lie in [0, 1], got {x[index]} at index {index}")
 
 
 def label_smoothing_value(eps):
