@@ -14,24 +14,13 @@ from hypothesis import HealthCheck, settings
 # the suite also works under --import-mode=importlib).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-settings.register_profile(
-    "nnkernels",
-    max_examples=50,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow,
-                           HealthCheck.function_scoped_fixture],
-    derandomize=False,
-    database=None,  # leave no .hypothesis/ folder in the work tree
-)
-settings.register_profile(
-    "nnkernels-ci",
-    max_examples=50,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow,
-                           HealthCheck.function_scoped_fixture],
-    derandomize=True,
-    database=None,
-)
+# Local runs draw fresh examples; CI ("nnkernels-ci") replays derandomised ones.
+# database=None leaves no .hypothesis/ folder in the work tree.
+_PROFILE = dict(max_examples=50, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow,
+                                       HealthCheck.function_scoped_fixture])
+settings.register_profile("nnkernels", derandomize=False, **_PROFILE)
+settings.register_profile("nnkernels-ci", derandomize=True, **_PROFILE)
 settings.load_profile(
     "nnkernels-ci" if os.environ.get("CI") else
     os.environ.get("HYPOTHESIS_PROFILE", "nnkernels"))
