@@ -95,17 +95,14 @@ cdef enum:
 # x <= 0 occurs in the callers (z - max z, -|z|); larger x is not supported.
 # Written without branches (the clamp of n is integer min/max, the last line
 # a select) so that a loop calling it vectorises.
-cdef inline floating exp_nonpos(floating x) noexcept nogil:
-    # Literals are typed: an untyped 1 or 0.5 would be a C double and drag
-    # float32 work into float64.
-    cdef floating zero = 0, one = 1, lo, shifter, k, nf, r, p
+cdef inline floating reduce_ln2(floating x, int32_t* n_out) noexcept nogil:
+    """r with x = n ln2 + r, |r| <= ln2/2; n (clamped below) goes to n_out."""
+    cdef floating shifter, k, nf
     cdef int32_t n, n_min
     if floating is float:
-        lo = NNK_EXP_MIN_ARG_F
         shifter = 12582912.0            # 1.5 * 2**23
         n_min = -126
     else:
-        lo = NNK_EXP_MIN_ARG_D
         shifter = 6755399441055744.0    # 1.5 * 2**52
         n_min = -1022
     k = x * <floating>NNK_LOG2E + shifter
@@ -116,17 +113,58 @@ cdef inline floating exp_nonpos(floating x) noexcept nogil:
         n = nnk_shifted_int_d(k, shifter)
     n = n if n > n_min else n_min       # only matters where the result is 0 anyway
     n = n if n < 0 else 0
-    r = x - nf * <floating>NNK_LN2_HI - nf * <floating>NNK_LN2_LO
+    n_out[0] = n
+    return x - nf * <floating>NNK_LN2_HI - nf * <floating>NNK_LN2_LO
+
+
+cdef inline floating expm1_taylor(floating r) noexcept nogil:
+    """e**r - 1 on |r| <= ln2/2 (Taylor)."""
+    # Literals are typed: an untyped 1 or 0.5 would be a C double and drag
+    # float32 work into float64.
+    cdef floating one = 1
     if floating is float:
-        p = one + r * (one + r * (<float>(1/2.) + r * (<float>(1/6.) + r * (<float>(1/24.)
+        return r * (one + r * (<float>(1/2.) + r * (<float>(1/6.) + r * (<float>(1/24.)
             + r * (<float>(1/120.) + r * (<float>(1/720.) + r * <float>(1/5040.)))))))
-        p = p * nnk_pow2_f(n)
     else:
-        p = one + r * (one + r * (1/2. + r * (1/6. + r * (1/24. + r * (1/120. + r * (1/720.
+        return r * (one + r * (1/2. + r * (1/6. + r * (1/24. + r * (1/120. + r * (1/720.
             + r * (1/5040. + r * (1/40320. + r * (1/362880. + r * (1/3628800.
             + r * (1/39916800. + r * (1/479001600.))))))))))))
-        p = p * nnk_pow2_d(n)
-    return zero if x < lo else p
+
+
+cdef inline floating pow2_like(floating x, int32_t n) noexcept nogil:
+    """2**n in the type of x (x itself is not used)."""
+    if floating is float:
+        return nnk_pow2_f(n)
+    else:
+        return nnk_pow2_d(n)
+
+
+cdef inline bint below_exp_range(floating x) noexcept nogil:
+    """Whether e**x is below the smallest normal number (x < its log)."""
+    if floating is float:
+        return x < NNK_EXP_MIN_ARG_F
+    else:
+        return x < NNK_EXP_MIN_ARG_D
+
+
+cdef inline floating exp_nonpos(floating x) noexcept nogil:
+    cdef floating zero = 0, one = 1
+    cdef int32_t n
+    cdef floating r = reduce_ln2(x, &n)
+    cdef floating p = (one + expm1_taylor(r)) * pow2_like(x, n)
+    return zero if below_exp_range(x) else p
+
+
+# e**x - 1 for x <= 0, without the cancellation of e**x - 1 near 0 --------------
+#   e**x - 1 = 2**n (e**r - 1) + (2**n - 1): both terms exact or nearly so, and
+#   for n = 0 (|x| <= ln2/2) the result is the Taylor sum itself.
+cdef inline floating expm1_nonpos(floating x) noexcept nogil:
+    cdef floating one = 1
+    cdef int32_t n
+    cdef floating r = reduce_ln2(x, &n)
+    cdef floating scale = pow2_like(x, n)
+    cdef floating q = expm1_taylor(r) * scale + (scale - one)
+    return -one if below_exp_range(x) else q
 
 
 # max(log x, -100) for 0 <= x <= 1 (PyTorch's clamp in binary cross-entropy) --
@@ -178,6 +216,34 @@ cdef inline floating relu_of(floating z) noexcept nogil:
     return zero if z <= zero else z
 
 
+# tanh(z) = sign(z) (1 - e**-2|z|) / (1 + e**-2|z|) = -sign(z) m / (2 + m),
+#   m = e**(-2|z|) - 1 from expm1_nonpos: no cancellation at small |z|, no
+#   overflow at large |z| (m -> -1, tanh -> ±1); ±0 and NaN are returned as they are.
+cdef inline floating tanh_of(floating z) noexcept nogil:
+    cdef floating zero = 0, two = 2
+    cdef floating m = expm1_nonpos(-two * (z if z >= zero else -z))
+    cdef floating t = -m / (two + m)
+    return t if z > zero else (-t if z < zero else z)    # tanh(±0) = ±0, NaN stays
+
+
+# The dense layer's activation g, chosen at run time: the switch is loop
+# invariant, so the compiler unswitches it out of a loop that calls these.
+cdef enum Activation:
+    IDENTITY
+    SIGMOID
+    TANH
+    RELU
+
+cdef inline floating activate(floating z, int g) noexcept nogil:
+    if g == SIGMOID:
+        return sigmoid_of(z)
+    elif g == TANH:
+        return tanh_of(z)
+    elif g == RELU:
+        return relu_of(z)
+    return z
+
+
 # Hadamard backward, from the layer output a:  dZ = dA ⊙ g'(a) --------------------
 # sigmoid: g' = a (1 - a)
 cdef inline floating sigmoid_grad(floating grad, floating a) noexcept nogil:
@@ -194,6 +260,17 @@ cdef inline floating tanh_grad(floating grad, floating a) noexcept nogil:
 cdef inline floating relu_grad(floating grad, floating a) noexcept nogil:
     cdef floating zero = 0
     return zero if a <= zero else grad
+
+
+# grad_z = grad_a ⊙ g'(a) for the dense layer's activation g (identity: grad_a)
+cdef inline floating activation_grad(floating grad, floating a, int g) noexcept nogil:
+    if g == SIGMOID:
+        return sigmoid_grad(grad, a)
+    elif g == TANH:
+        return tanh_grad(grad, a)
+    elif g == RELU:
+        return relu_grad(grad, a)
+    return grad
 
 
 # Row reductions over n contiguous values ---------------------------------------
@@ -261,3 +338,4 @@ cdef inline floating row_max(const floating* x, Py_ssize_t n) noexcept nogil:
             key_d = nnk_key_d(x[j])
             max_d = key_d if key_d > max_d else max_d
         return nnk_unkey_d(max_d)
+
