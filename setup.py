@@ -28,7 +28,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNEL_SOURCES = ["_activations", "_softmax_losses"]
+KERNEL_SOURCES = ["_activations", "_softmax_losses", "_dense"]
 IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 
 # level name -> extra flags for GCC/Clang

@@ -12,6 +12,7 @@ from ._api import (
     softmax, log_softmax, softmax_backward,
     softmax_cross_entropy, softmax_cross_entropy_backward,
     sigmoid_binary_cross_entropy, binary_cross_entropy, mse,
+    dense_forward, dense_backward,
 )
 from ._dispatch import set_num_threads, get_num_threads, build_info
 from ._gradcheck import gradcheck, GradcheckResult
@@ -21,6 +22,7 @@ __all__ = [
     "softmax", "log_softmax", "softmax_backward",
     "softmax_cross_entropy", "softmax_cross_entropy_backward",
     "sigmoid_binary_cross_entropy", "binary_cross_entropy", "mse",
+    "dense_forward", "dense_backward",
     "set_num_threads", "get_num_threads", "build_info",
     "gradcheck", "GradcheckResult",
 ]

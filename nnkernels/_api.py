@@ -12,6 +12,8 @@ Nothing here loops over data.  Layout rules:
   element-wise kernels) is computed into a temporary first.
 """
 
+import threading
+
 import numpy as np
 
 from . import _dispatch
@@ -258,3 +260,152 @@ def binary_cross_entropy(probs, target, *, reduction="mean", weight=None, out=No
 def mse(pred, target, *, reduction="mean", out=None):
     """Mean squared error: (loss, d loss / d pred), as torch.nn.functional.mse_loss."""
     return _elementwise_loss(_sm.Op.MSE, pred, "pred", target, reduction, None, None, out)
+
+
+# Dense layer ------------------------------------------------------------------------------
+
+_BLAS_INT_MAX = 2**31 - 1                    # BLAS sizes are C ints
+_ACTIVATION_NAMES = (None, "sigmoid", "tanh", "relu")
+
+
+def _activation_code(activation):
+    if activation is not None and (type(activation) is not str
+                                   or activation not in _ACTIVATION_NAMES):
+        raise ValueError(f"activation must be one of {_ACTIVATION_NAMES}, got {activation!r}")
+    return _dispatch.dense().ACTIVATIONS[activation]
+
+
+def _blas_matrix(arr, name):
+    """A 2-D array gemm takes as it is (C or F order, or a transposed view of
+    either); any other strides are copied to C order."""
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array, got shape {arr.shape}")
+    if max(arr.shape) > _BLAS_INT_MAX:
+        raise ValueError(f"{name} of shape {arr.shape} exceeds the BLAS's 32-bit sizes")
+    if _dispatch.dense().blas_layout(arr) == _dispatch.dense().Layout.OTHER:
+        arr = np.ascontiguousarray(arr)
+    return arr
+
+
+def _dense_shapes(x, w):
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"x (N, in) and w (out, in) disagree on in_features: "
+                         f"x {x.shape}, w {w.shape}")
+
+
+def _work_array(buffer, inputs, accumulate):
+    """Where the kernel writes a result: `buffer` itself, or a C-ordered
+    temporary when `buffer` overlaps an input or another result, or has
+    strides gemm cannot take (copied back by the caller)."""
+    dense = _dispatch.dense()
+    if not v.overlaps(buffer, *inputs) and (
+            buffer.ndim == 1 and buffer.flags.c_contiguous
+            or buffer.ndim == 2 and dense.blas_layout(buffer) != dense.Layout.OTHER):
+        return buffer
+    return np.array(buffer, order="C") if accumulate else np.empty(buffer.shape, buffer.dtype)
+
+
+_scratch = threading.local()
+
+
+def _scratch_memory(nbytes):
+    """Scratch bytes for grad_z and the bias sums, 64-byte aligned: one buffer
+    per Python thread (concurrent calls never share it), grown when a call
+    needs more and then reused, so a training step allocates nothing."""
+    aligned = getattr(_scratch, "aligned", None)
+    if aligned is None or aligned.nbytes < nbytes:
+        raw = np.empty(nbytes + 64, np.uint8)
+        start = -raw.ctypes.data % 64
+        aligned = _scratch.aligned = raw[start:start + nbytes]
+    return aligned
+
+
+def dense_forward(x, w, b=None, activation=None, out=None):
+    """a = g(x @ w.T + b): the product on BLAS, bias and activation in one
+    pass over its output."""
+    dense = _dispatch.dense()
+    x = v.float_array(x, "x")
+    w = v.float_array(w, "w")
+    named = [("x", x), ("w", w)]
+    if b is not None:
+        b = v.float_array(b, "b")
+        named.append(("b", b))
+    v.same_dtype(*named)
+    g = _activation_code(activation)
+    x = _blas_matrix(x, "x")
+    w = _blas_matrix(w, "w")
+    _dense_shapes(x, w)
+    if b is not None:
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"b must have shape ({w.shape[0]},) (out_features of "
+                             f"w {w.shape}), got b {b.shape}")
+        b = np.ascontiguousarray(b)
+    out = v.output(out, (x.shape[0], w.shape[0]), x.dtype)
+    work = _work_array(out, (x, w, b), False)
+    dense.forward(g, x, w, b, work, _dispatch._num_threads)
+    if work is not out:
+        out[...] = work
+    return out
+
+
+def dense_backward(grad_a, x, w, a=None, activation=None, *, need_input_grad=True,
+                   accumulate=False, out=None):
+    """(grad_w, grad_b, grad_x) of a dense layer: grad_z = grad_a ⊙ g'(a) and
+    grad_b = Σ grad_z in one pass over grad_a, then grad_w = grad_zᵀ x and
+    grad_x = grad_z w on BLAS (beta = 1 with `accumulate`)."""
+    dense = _dispatch.dense()
+    grad_a = v.float_array(grad_a, "grad_a")
+    x = v.float_array(x, "x")
+    w = v.float_array(w, "w")
+    named = [("grad_a", grad_a), ("x", x), ("w", w)]
+    if a is not None:
+        a = v.float_array(a, "a")
+        named.append(("a", a))
+    v.same_dtype(*named)
+    dtype = x.dtype
+    g = _activation_code(activation)
+    x = _blas_matrix(x, "x")
+    w = _blas_matrix(w, "w")
+    _dense_shapes(x, w)
+    (n, n_in), n_out = x.shape, w.shape[0]
+    if grad_a.shape != (n, n_out):
+        raise ValueError(f"grad_a must have shape (N, out) = ({n}, {n_out}) for x {x.shape} "
+                         f"and w {w.shape}, got grad_a {grad_a.shape}")
+    if a is None and activation is not None:
+        raise ValueError(f"activation {activation!r} needs the layer output a")
+    if a is not None:
+        v.same_shape("grad_a", grad_a, "a", a)
+    grad_a = _blas_matrix(grad_a, "grad_a")
+    # the identity's derivative needs no a; any other reads it in either order
+    a = None if g == dense.ACTIVATIONS[None] else _blas_matrix(a, "a")
+
+    if out is None:
+        out = (None, None, None)
+    elif not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise ValueError("out must be None or a (grad_w, grad_b, grad_x) triple of arrays "
+                         f"or None, got {type(out).__name__}"
+                         + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+    # a fresh result starts from zero when it accumulates
+    fresh = np.zeros if accumulate else np.empty
+    results = []
+    for buffer, shape, name in ((out[0], (n_out, n_in), "out[0] (grad_w)"),
+                                (out[1], (n_out,), "out[1] (grad_b)"),
+                                (out[2], (n, n_in), "out[2] (grad_x)")):
+        if len(results) == 2 and not need_input_grad:
+            results.append(None)
+        elif buffer is None:
+            results.append(fresh(shape, dtype))
+        else:
+            results.append(v.output(buffer, shape, dtype, name))
+    grad_w, grad_b, grad_x = results
+    inputs = (grad_a, x, w, a)
+    work = [None if r is None else
+            _work_array(r, inputs + tuple(o for o in results if o is not r), accumulate)
+            for r in results]
+    scratch = _scratch_memory(dense.scratch_bytes(g, grad_a, _dispatch._num_threads))
+    dense.backward(g, grad_a, x, w, a, work[0], work[1], work[2], scratch, accumulate,
+                   _dispatch._num_threads)
+    for result, where in zip(results, work):
+        if where is not result:
+            result[...] = where
+    return grad_w, grad_b, grad_x

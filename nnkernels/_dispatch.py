@@ -5,6 +5,11 @@ setup.py).  At import the widest level that is both compiled and supported
 by the CPU is loaded; ``NNKERNELS_ISA=baseline|avx2|avx512`` forces one
 (an error if the CPU or the build lacks it), which the tests use to check
 every build against the reference.
+
+The dense module is loaded on first use: it links to SciPy's BLAS, and
+importing scipy.linalg costs a fifth of a second that users of the other
+kernels need not pay.  The thread count set here governs both the OpenMP
+passes of every kernel and the threads of that BLAS (see set_num_threads).
 """
 
 import importlib
@@ -14,7 +19,8 @@ import os
 from . import _runtime
 
 ISA_LEVELS = _runtime.ISA_LEVELS
-KERNEL_MODULES = ("_activations", "_softmax_losses")
+KERNEL_MODULES = ("_activations", "_softmax_losses")   # loaded at import
+LAZY_MODULES = ("_dense",)                              # loaded on first use
 
 
 def _is_compiled(isa):
@@ -22,7 +28,7 @@ def _is_compiled(isa):
     for a wider ISA runs wide instructions in its own init code, so importing
     it on a CPU that lacks them kills the process (SIGILL)."""
     return all(importlib.util.find_spec(f"nnkernels.{name}_{isa}") is not None
-               for name in KERNEL_MODULES)
+               for name in KERNEL_MODULES + LAZY_MODULES)
 
 
 def _load(isa):
@@ -50,11 +56,87 @@ ISA, (activations, softmax_losses) = _select()
 ISAS_COMPILED = tuple(isa for isa in ISA_LEVELS if _is_compiled(isa))
 
 _num_threads = max(1, _runtime.omp_max_threads())
+_threads_set = False        # whether set_num_threads was called (then the BLAS follows it)
+_dense = None
+
+
+def dense():
+    """The dense-layer module of the selected build, imported on first use."""
+    global _dense
+    if _dense is None:
+        module = importlib.import_module(f"nnkernels._dense_{ISA}")
+        _blas_threads()
+        _dense = module
+    return _dense
+
+
+class _BlasThreads:
+    """The thread controls of the BLAS that scipy.linalg.cython_blas calls.
+
+    SciPy's wheels link OpenBLAS (symbols prefixed "scipy_"); looking the
+    symbols up through SciPy's own extension finds the very library it
+    loaded.  A BLAS without these controls (a SciPy built on another BLAS)
+    leaves its threads to its own environment variables.
+    """
+
+    # (prefix, suffix) of the symbols: 32-bit and 64-bit-integer builds
+    _NAMES = (("scipy_openblas", ""), ("openblas", ""), ("scipy_openblas", "64_"),
+              ("openblas", "64_"))
+
+    def __init__(self):
+        import ctypes
+        from scipy.linalg import cython_blas
+        self.library = None
+        self._set = self._get = None
+        try:
+            lib = ctypes.CDLL(cython_blas.__file__)
+        except OSError:
+            return
+        for stem, suffix in self._NAMES:
+            try:
+                setter, getter, config = (getattr(lib, f"{stem}_{name}{suffix}") for name in
+                                          ("set_num_threads", "get_num_threads", "get_config"))
+            except AttributeError:
+                continue
+            setter.argtypes, setter.restype = [ctypes.c_int], None
+            getter.argtypes, getter.restype = [], ctypes.c_int
+            config.argtypes, config.restype = [], ctypes.c_char_p
+            self._set, self._get = setter, getter
+            self.library = config().decode(errors="replace").strip()
+            return
+
+    @property
+    def controlled(self):
+        return self._set is not None
+
+    def set(self, n):
+        if self._set is not None:
+            self._set(n)
+
+    def get(self):
+        return self._get() if self._get is not None else None
+
+
+_blas_threads_instance = None
+
+
+def _blas_threads():
+    global _blas_threads_instance
+    if _blas_threads_instance is None:
+        _blas_threads_instance = _BlasThreads()
+        if _threads_set:
+            _blas_threads_instance.set(_num_threads)
+    return _blas_threads_instance
 
 
 def set_num_threads(n):
-    """Set the number of OpenMP threads the kernels use (n >= 1)."""
-    global _num_threads
+    """Set the number of threads the kernels use (n >= 1).
+
+    It sets the OpenMP threads of every element-wise, softmax and loss pass,
+    and the threads of the BLAS the dense layer calls (SciPy's OpenBLAS; a
+    process-wide setting of that library, as threadpoolctl would make).
+    """
+    global _num_threads, _threads_set
     if isinstance(n, bool) or not isinstance(n, int):
         try:
             n = n.__index__()
@@ -63,6 +145,9 @@ def set_num_threads(n):
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
     _num_threads = int(n)
+    _threads_set = True
+    if _blas_threads_instance is not None:
+        _blas_threads_instance.set(_num_threads)
 
 
 def get_num_threads():
@@ -87,4 +172,6 @@ def build_info():
         "omp_max_threads": _runtime.omp_max_threads(),
         "num_threads": get_num_threads(),
         "compile_args": activations.COMPILE_ARGS,
+        "blas": _blas_threads().library or "unknown (no thread controls found)",
+        "blas_threads": _blas_threads().get(),
     }

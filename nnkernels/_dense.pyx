@@ -1,0 +1,389 @@
+# cython: language_level=3
+"""Dense layer over a mini-batch: the products on BLAS, the rest fused around them.
+
+Design
+------
+Forward z = x wᵀ + b, a = g(z); backward grad_z = grad_a ⊙ g'(a),
+grad_b = Σ_rows grad_z, grad_w = grad_zᵀ x, grad_x = grad_z w.
+
+The matrix products are gemm calls into the BLAS SciPy ships
+(``scipy.linalg.cython_blas``), never a loop of ours.  BLAS is column-major,
+and a row-major (C-ordered) matrix is the column-major storage of its
+transpose, so every operand -- C- or F-ordered, or a transposed view of
+either -- reaches gemm as a pointer, a leading dimension and a transpose
+flag, with no copy; a row-major product C = A B is the column-major
+Cᵀ = Bᵀ Aᵀ.  ``accumulate`` is gemm's beta = 1.
+
+Around the products there is one element-wise pass each way.  Forward: the
+bias add and g, in place over the product's output.  Backward: grad_z and the
+bias sums in one pass over grad_a; grad_z goes into scratch memory the
+caller owns and reuses (with no activation grad_a itself is grad_z and the
+pass only sums).  A pass walks contiguous lines -- rows of a C-ordered
+array, columns of an F-ordered one -- and is split over OpenMP threads above
+a size threshold.  The products run on the BLAS's own threads, after the
+OpenMP region has ended, never inside it.
+
+The Python layer (nnkernels._api) has checked everything: one float dtype,
+shapes that agree, every matrix in a layout ``blas_layout`` accepts, sizes
+within BLAS's 32-bit integers, outputs apart from the inputs, scratch large
+enough (``scratch_bytes``).
+"""
+
+cimport numpy as cnp
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.limits cimport INT_MAX
+from libc.string cimport memset
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+from nnkernels._math cimport (activate, activation_grad, row_sum,
+                              IDENTITY, SIGMOID, TANH, RELU)
+
+cnp.import_array()
+
+cdef extern from *:
+    const char* NNK_ISA
+    const char* NNK_CFLAGS
+
+ISA = NNK_ISA.decode()
+COMPILE_ARGS = NNK_CFLAGS.decode()
+
+cdef enum:
+    PARALLEL_MIN = 65536   # elements in a pass; below this one thread does it
+
+cpdef enum Layout:         # how a 2-D array lies in memory, for BLAS
+    ROWS                   # rows contiguous (C order, possibly with a row stride)
+    COLUMNS                # columns contiguous (F order, possibly with a column stride)
+    OTHER                  # neither: the caller copies it
+
+ACTIVATIONS = {None: IDENTITY, "sigmoid": SIGMOID, "tanh": TANH, "relu": RELU}
+
+
+# Operands ---------------------------------------------------------------------
+cdef struct Matrix:
+    char* data
+    int rows, cols         # the NumPy shape
+    int ld                 # elements from one line (row or column) to the next
+    bint col_major         # lines are columns (F order)
+
+
+cdef bint lines_fit(Py_ssize_t n_lines, Py_ssize_t length, Py_ssize_t line_stride,
+                    Py_ssize_t step, Py_ssize_t itemsize):
+    """n_lines lines of `length` contiguous items, line_stride bytes apart
+    without overlapping, a stride BLAS can take as its leading dimension."""
+    if length > 1 and step != itemsize:
+        return False
+    return n_lines <= 1 or (line_stride > 0 and line_stride % itemsize == 0
+                            and length <= line_stride // itemsize <= INT_MAX)
+
+
+cpdef Layout blas_layout(cnp.ndarray arr):
+    """ROWS or COLUMNS if gemm can take the 2-D array as it is, else OTHER."""
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(arr)
+    cdef Py_ssize_t r = cnp.PyArray_DIM(arr, 0), c = cnp.PyArray_DIM(arr, 1)
+    cdef Py_ssize_t s0 = cnp.PyArray_STRIDE(arr, 0), s1 = cnp.PyArray_STRIDE(arr, 1)
+    if lines_fit(r, c, s0, s1, item):
+        return ROWS
+    if lines_fit(c, r, s1, s0, item):
+        return COLUMNS
+    return OTHER
+
+
+cdef Matrix matrix_of(cnp.ndarray arr):
+    cdef Matrix m
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(arr)
+    m.data = <char*>cnp.PyArray_DATA(arr)
+    m.rows = <int>cnp.PyArray_DIM(arr, 0)
+    m.cols = <int>cnp.PyArray_DIM(arr, 1)
+    m.col_major = blas_layout(arr) == COLUMNS
+    # BLAS wants ld >= max(1, line length) even where the stride is moot
+    if m.col_major:
+        m.ld = <int>(cnp.PyArray_STRIDE(arr, 1) // item) if m.cols > 1 else max(m.rows, 1)
+    else:
+        m.ld = <int>(cnp.PyArray_STRIDE(arr, 0) // item) if m.rows > 1 else max(m.cols, 1)
+    return m
+
+
+cdef inline Matrix transposed(Matrix m) noexcept nogil:
+    """The transpose is the same memory read the other way."""
+    m.rows, m.cols = m.cols, m.rows
+    m.col_major = not m.col_major
+    return m
+
+
+cdef inline Py_ssize_t n_lines(Matrix m) noexcept nogil:
+    return m.cols if m.col_major else m.rows
+
+
+cdef inline Py_ssize_t line_length(Matrix m) noexcept nogil:
+    return m.rows if m.col_major else m.cols
+
+
+# c = a b + beta c, through the column-major identity cᵀ = bᵀ aᵀ ----------------
+# beta is 0 (overwrite) or 1 (accumulate); its type picks sgemm or dgemm.
+cdef void gemm(Matrix a, Matrix b, floating beta, Matrix c) noexcept nogil:
+    cdef int m = c.rows, n = c.cols, k = a.cols
+    cdef floating one = 1
+    cdef char trans_first, trans_second
+    cdef Py_ssize_t i
+    if m == 0 or n == 0:
+        return
+    if k == 0:                        # an empty sum; spelled out, not left to the BLAS
+        if beta == 0:
+            for i in range(n_lines(c)):
+                memset(c.data + i * c.ld * sizeof(floating), 0, line_length(c) * sizeof(floating))
+        return
+    if c.col_major:                   # c = op(a) op(b), a and b as stored
+        trans_first = b'N' if a.col_major else b'T'
+        trans_second = b'N' if b.col_major else b'T'
+        if floating is float:
+            sgemm(&trans_first, &trans_second, &m, &n, &k, &one, <float*>a.data, &a.ld,
+                  <float*>b.data, &b.ld, &beta, <float*>c.data, &c.ld)
+        else:
+            dgemm(&trans_first, &trans_second, &m, &n, &k, &one, <double*>a.data, &a.ld,
+                  <double*>b.data, &b.ld, &beta, <double*>c.data, &c.ld)
+    else:                             # cᵀ = op(b) op(a): a row-major x is stored as xᵀ
+        trans_first = b'T' if b.col_major else b'N'
+        trans_second = b'T' if a.col_major else b'N'
+        if floating is float:
+            sgemm(&trans_first, &trans_second, &n, &m, &k, &one, <float*>b.data, &b.ld,
+                  <float*>a.data, &a.ld, &beta, <float*>c.data, &c.ld)
+        else:
+            dgemm(&trans_first, &trans_second, &n, &m, &k, &one, <double*>b.data, &b.ld,
+                  <double*>a.data, &a.ld, &beta, <double*>c.data, &c.ld)
+
+
+# Forward epilogue: z = g(z + b) over one line -----------------------------------
+# bias_step 1: the line is a row and meets every b_j; 0: the line is a column
+# (or there is no bias) and meets one value.  Only ever called with literal
+# steps and activations (see bias_activate_line), so that each inlined copy is
+# a contiguous loop with nothing to decide, which the compiler vectorises.
+cdef inline void bias_activate_loop(floating* z,             # IN/OUT
+                                    const floating* bias,    # IN
+                                    Py_ssize_t bias_step, Py_ssize_t n,
+                                    int g) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        z[j] = activate(z[j] + bias[j * bias_step], g)
+
+
+# The switch on g, taken once per line instead of once per element.
+cdef inline void bias_activate_line(floating* z, const floating* bias,
+                                    Py_ssize_t bias_step, Py_ssize_t n, int g) noexcept nogil:
+    if g == SIGMOID:
+        bias_activate_loop(z, bias, bias_step, n, SIGMOID)
+    elif g == TANH:
+        bias_activate_loop(z, bias, bias_step, n, TANH)
+    elif g == RELU:
+        bias_activate_loop(z, bias, bias_step, n, RELU)
+    else:
+        bias_activate_loop(z, bias, bias_step, n, IDENTITY)
+
+
+cdef void bias_activate(int g,
+                        const floating* bias,   # IN  (out,) or NULL
+                        Matrix z,               # IN/OUT (N, out)
+                        int n_threads) noexcept nogil:
+    cdef floating zero = 0
+    cdef floating no_bias = -zero          # x + (-0) is x for every x, -0 included
+    cdef Py_ssize_t i, lines = n_lines(z), length = line_length(z)
+    cdef floating* line
+    for i in prange(lines, num_threads=n_threads, schedule="static",
+                    use_threads_if=n_threads > 1 and lines * length >= PARALLEL_MIN):
+        line = <floating*>z.data + i * z.ld
+        if z.col_major or bias == NULL:
+            bias_activate_line(line, (bias + i) if bias != NULL else &no_bias, 0, length, g)
+        else:
+            bias_activate_line(line, bias, 1, length, g)
+
+
+cdef void forward_kernel(int g,
+                         Matrix x,                # IN  (N, in)
+                         Matrix w,                # IN  (out, in)
+                         const floating* bias,    # IN  (out,) or NULL
+                         Matrix z,                # OUT (N, out): g(x wᵀ + b)
+                         int n_threads) noexcept nogil:
+    cdef floating zero = 0
+    gemm(x, transposed(w), zero, z)
+    if g != IDENTITY or bias != NULL:
+        bias_activate(g, bias, z, n_threads)
+
+
+# Backward epilogue: grad_z = grad_a ⊙ g'(a) and the bias sums -------------------
+# One line of grad_a; a's matching values are a_step apart (1 unless a is in
+# the other memory order).  column_sums (a row's partial bias sums) gets
+# grad_z added when not NULL.  With the identity grad_z is grad_a and is not
+# written.  Called with literal activations, NULL-ness and unit step (see
+# grad_z_line), as bias_activate_loop.
+cdef inline void grad_z_loop(const floating* grad_a,   # IN
+                             const floating* a,        # IN
+                             Py_ssize_t a_step,
+                             floating* grad_z,         # OUT (untouched for the identity)
+                             double* column_sums,      # IN/OUT or NULL
+                             Py_ssize_t n, int g) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating v
+    for j in range(n):
+        v = activation_grad(grad_a[j], a[j * a_step], g)
+        if g != IDENTITY:
+            grad_z[j] = v
+        if column_sums != NULL:
+            column_sums[j] += v
+
+
+cdef inline void grad_z_by_activation(const floating* grad_a, const floating* a,
+                                      Py_ssize_t a_step, floating* grad_z,
+                                      double* column_sums, Py_ssize_t n, int g) noexcept nogil:
+    if g == SIGMOID:
+        grad_z_loop(grad_a, a, a_step, grad_z, column_sums, n, SIGMOID)
+    elif g == TANH:
+        grad_z_loop(grad_a, a, a_step, grad_z, column_sums, n, TANH)
+    elif g == RELU:
+        grad_z_loop(grad_a, a, a_step, grad_z, column_sums, n, RELU)
+    else:
+        grad_z_loop(grad_a, a, a_step, grad_z, column_sums, n, IDENTITY)
+
+
+cdef inline void grad_z_line(const floating* grad_a, const floating* a, Py_ssize_t a_step,
+                             floating* grad_z, double* column_sums, Py_ssize_t n,
+                             int g) noexcept nogil:
+    if a_step == 1:                    # the common case: contiguous, vectorised
+        grad_z_by_activation(grad_a, a, 1, grad_z, column_sums, n, g)
+    else:
+        grad_z_by_activation(grad_a, a, a_step, grad_z, column_sums, n, g)
+
+
+cdef inline Py_ssize_t a_offset(Matrix a, Matrix grad_a, Py_ssize_t i) noexcept nogil:
+    """Elements from a's start to its values for line i of grad_a: a line of
+    a's own when both share a memory order, else the i-th element of every
+    line of a."""
+    return i * a.ld if a.col_major == grad_a.col_major else i
+
+
+cdef void grad_z_and_bias(int g,
+                          Matrix grad_a,          # IN  (N, out)
+                          Matrix a,               # IN  (N, out)
+                          Matrix grad_z,          # OUT (N, out), grad_a's layout
+                          floating* grad_b,       # IN/OUT (out,)
+                          bint accumulate,
+                          double* partial_sums,   # scratch: (n_blocks, out)
+                          int n_blocks,
+                          int n_threads) noexcept nogil:
+    cdef Py_ssize_t lines = n_lines(grad_a), length = line_length(grad_a)
+    cdef Py_ssize_t i, t, j, start, stop, block = (lines + n_blocks - 1) // n_blocks
+    cdef Py_ssize_t a_step = 1 if a.col_major == grad_a.col_major else a.ld
+    cdef double* sums
+    cdef double total
+    cdef floating s
+    if grad_a.col_major:
+        # lines are columns: each column's sum is one bias entry
+        for i in prange(lines, num_threads=n_threads, schedule="static",
+                        use_threads_if=n_threads > 1 and lines * length >= PARALLEL_MIN):
+            grad_z_line(<floating*>grad_a.data + i * grad_a.ld, <floating*>a.data + a_offset(a, grad_a, i),
+                        a_step, <floating*>grad_z.data + i * grad_z.ld, NULL, length, g)
+            s = row_sum(<floating*>grad_z.data + i * grad_z.ld, length)
+            grad_b[i] = (grad_b[i] + s) if accumulate else s
+        return
+    # lines are rows: each block of rows adds into its own partial sums,
+    # which are added up (in a fixed order) at the end
+    for t in prange(n_blocks, num_threads=n_threads, schedule="static",
+                    use_threads_if=n_blocks > 1):
+        sums = partial_sums + t * length
+        memset(sums, 0, length * sizeof(double))
+        start = t * block
+        stop = min(start + block, lines)
+        for i in range(start, stop):
+            grad_z_line(<floating*>grad_a.data + i * grad_a.ld, <floating*>a.data + a_offset(a, grad_a, i),
+                        a_step, <floating*>grad_z.data + i * grad_z.ld, sums, length, g)
+    for j in range(length):
+        total = 0
+        for t in range(n_blocks):
+            total = total + partial_sums[t * length + j]
+        grad_b[j] = <floating>((grad_b[j] + total) if accumulate else total)
+
+
+cdef void backward_kernel(int g,
+                          Matrix grad_a,          # IN  (N, out)
+                          Matrix x,               # IN  (N, in)
+                          Matrix w,               # IN  (out, in)
+                          Matrix a,               # IN  (N, out)
+                          Matrix grad_z,          # scratch (N, out), or grad_a itself
+                          double* partial_sums,   # scratch (n_blocks, out)
+                          int n_blocks,
+                          Matrix grad_w,          # OUT (out, in)
+                          floating* grad_b,       # OUT (out,)
+                          Matrix* grad_x,         # OUT (N, in), or NULL
+                          bint accumulate,
+                          int n_threads) noexcept nogil:
+    cdef floating beta = 1 if accumulate else 0
+    grad_z_and_bias(g, grad_a, a, grad_z, grad_b, accumulate, partial_sums, n_blocks, n_threads)
+    if grad_x != NULL:
+        gemm(grad_z, w, beta, grad_x[0])
+    gemm(transposed(grad_z), x, beta, grad_w)
+
+
+# Entry points -------------------------------------------------------------------------
+cdef int row_blocks(Matrix grad_a, int n_threads) noexcept nogil:
+    """How many row blocks the bias sums of a row-major grad_a are split into."""
+    if grad_a.col_major or n_threads <= 1 or <Py_ssize_t>grad_a.rows * grad_a.cols < PARALLEL_MIN:
+        return 1
+    return min(n_threads, grad_a.rows)
+
+
+def scratch_bytes(int g, cnp.ndarray grad_a, int n_threads):
+    """Bytes of scratch memory `backward` needs for this call."""
+    cdef Matrix ga = matrix_of(grad_a)
+    cdef Py_ssize_t n = <Py_ssize_t>ga.rows * ga.cols
+    cdef Py_ssize_t grad_z_bytes = 0 if g == IDENTITY else n * cnp.PyArray_ITEMSIZE(grad_a)
+    cdef Py_ssize_t sums_bytes = 0 if ga.col_major else row_blocks(ga, n_threads) * ga.cols * sizeof(double)
+    # the partial sums come first and the scratch is 64-byte aligned: both stay aligned
+    return ((sums_bytes + 63) // 64) * 64 + grad_z_bytes
+
+
+def forward(int g, cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray out, int n_threads):
+    """out = g(x wᵀ + b); b is None or a contiguous (out,) array."""
+    cdef Matrix mx = matrix_of(x), mw = matrix_of(w), mz = matrix_of(out)
+    cdef void* bias = NULL if b is None else cnp.PyArray_DATA(<cnp.ndarray>b)
+    if cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT32:
+        with nogil:
+            forward_kernel[float](g, mx, mw, <const float*>bias, mz, n_threads)
+    else:
+        with nogil:
+            forward_kernel[double](g, mx, mw, <const double*>bias, mz, n_threads)
+
+
+def backward(int g, cnp.ndarray grad_a, cnp.ndarray x, cnp.ndarray w, object a,
+             cnp.ndarray grad_w, cnp.ndarray grad_b, object grad_x,
+             cnp.ndarray scratch, bint accumulate, int n_threads):
+    """(grad_w, grad_b[, grad_x]) of the layer into the given arrays.
+
+    a is None for the identity; grad_b contiguous;
+    grad_x None when the input gradient is not wanted; scratch a 64-byte
+    aligned byte array of at least scratch_bytes(g, grad_a, n_threads).
+    """
+    cdef Matrix ga = matrix_of(grad_a), mx = matrix_of(x), mw = matrix_of(w)
+    cdef Matrix ma = ga if a is None else matrix_of(<cnp.ndarray>a)
+    cdef Matrix gw = matrix_of(grad_w), gx, gz
+    cdef Matrix* gx_ptr = NULL
+    cdef int n_blocks = row_blocks(ga, n_threads)
+    cdef Py_ssize_t sums_bytes = ((n_blocks * ga.cols * sizeof(double) + 63) // 64) * 64
+    cdef char* base = <char*>cnp.PyArray_DATA(scratch)
+    if cnp.PyArray_NBYTES(scratch) < scratch_bytes(g, grad_a, n_threads) or <size_t>base % 64:
+        raise ValueError("nnkernels: internal error, dense scratch too small or unaligned")
+    if grad_x is not None:
+        gx = matrix_of(<cnp.ndarray>grad_x)
+        gx_ptr = &gx
+    gz = ga
+    if g != IDENTITY:                 # grad_z in the scratch, laid out as grad_a but dense
+        gz.data = base + (0 if ga.col_major else sums_bytes)
+        gz.ld = max(line_length(ga), 1)
+    if cnp.PyArray_TYPE(grad_w) == cnp.NPY_FLOAT32:
+        with nogil:
+            backward_kernel[float](g, ga, mx, mw, ma, gz, <double*>base, n_blocks, gw,
+                                   <float*>cnp.PyArray_DATA(grad_b), gx_ptr, accumulate,
+                                   n_threads)
+    else:
+        with nogil:
+            backward_kernel[double](g, ga, mx, mw, ma, gz, <double*>base, n_blocks, gw,
+                                    <double*>cnp.PyArray_DATA(grad_b), gx_ptr, accumulate,
+                                    n_threads)
