@@ -51,7 +51,9 @@ def layout(base, kind):
         return view
     if kind == "neg":
         rev = tuple(slice(None, None, -1) for _ in range(base.ndim))
-        out = np.ascontiguousarray(base[rev])[rev]
+        # copy(): ascontiguousarray returns base's own memory when the
+        # reversed view is already contiguous (an axis of size 1)
+        out = np.ascontiguousarray(base[rev]).copy()[rev]
         assert all(s <= 0 for s in out.strides) or out.size <= 1
         return out
     raise AssertionError(kind)
