@@ -29,7 +29,7 @@ def pytest_generate_tests(metafunc):
     """Parametrize ``test_<group>(kernel, shape, backend)`` over a registry group.
 
     ``<group>`` is a ``group`` of ``nnkernels._bench.KERNELS`` ("activations",
-    "softmax", "losses"). The two backends of one case are adjacent, so the
+    "softmax", "losses", "dense", "training"). The two backends of one case are adjacent, so the
     inputs built for the first are reused by the second (``bench_call``).
     """
     if not {"kernel", "shape", "backend"} <= set(metafunc.fixturenames):
@@ -87,10 +87,11 @@ def bench_call(benchmark, _input_cache):
             fn = kernel.bind(reference, inputs)
         benchmark.group = f"{kernel.name} {shape} {DTYPE.name}"
         result = benchmark(fn)
-        nbytes = _bench.bytes_moved(inputs, result)
-        benchmark.extra_info["bytes"] = nbytes
+        # bytes moved, or the matrix-product FLOPs of the dense and training rows
+        quantity, amount, unit = kernel.work(shape, inputs, result)
+        benchmark.extra_info[quantity] = amount
         if benchmark.stats is not None:  # None with --benchmark-disable
-            benchmark.extra_info["GB/s"] = nbytes / benchmark.stats.stats.median / _bench.GB
+            benchmark.extra_info[unit] = amount / benchmark.stats.stats.median / _bench.GB
         return result
 
     return run

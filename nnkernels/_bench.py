@@ -6,6 +6,9 @@ measure and what PyTorch runs for it. The nnkernels function and the
 reference function are called the same way (the contract gives them the same
 signature), so an entry does not spell out the calls; the bytes a call moves
 are counted from its arrays (inputs read once, outputs written once).
+Entries built on matrix products (the dense layer, a training step) count
+FLOPs instead, and their floor is the GEMM floor: those FLOPs over the BLAS
+rate the same run measured (``measure_blas``).
 
 ``python -m nnkernels bench`` (see ``nnkernels._cli``) and the pytest-benchmark
 suites under ``bench/`` both use this module.
@@ -16,8 +19,11 @@ samples of the backends of one row are taken in alternating blocks on the
 same input arrays, and the median per-call time is reported.
 nnkernels is called with a preallocated ``out=`` buffer, as a training loop
 would; the reference is called as written (it allocates its results).
+PyTorch, and NumPy's BLAS where threadpoolctl can set it, run on the thread
+count of nnkernels for the length of the run.
 """
 
+import contextlib
 import gc
 import itertools
 import math
@@ -37,12 +43,14 @@ __all__ = [
     "get_kernel",
     "bench_cases",
     "measure_bandwidth",
+    "measure_blas",
     "prime_allocator",
     "time_functions",
     "run_bench",
     "format_report",
     "plot_report",
     "bytes_moved",
+    "mlp_step_flops",
     "machine_info",
 ]
 
@@ -60,21 +68,39 @@ class Kernel:
     Parameters
     ----------
     name : str
-        Name of the function in ``nnkernels`` and ``nnkernels.reference``.
+        Name of the function in ``nnkernels`` and ``nnkernels.reference``
+        (or of the benchmark, for an entry with its own ``setup``).
     group : str
-        "activations", "softmax" or "losses" (the ``bench/`` suites select by it).
+        "activations", "softmax", "losses", "dense" or "training" (the
+        ``bench/`` suites select by it).
     make_inputs : callable
         ``make_inputs(shape, dtype, rng) -> dict``: the positional arguments of
-        the call, in order, by name.
+        the call, in order, by name. Values that are not arrays (an activation
+        name, layer sizes) are passed on as they are.
     sizes : tuple of (label, shape)
         The small, medium and large shapes.
     quick : tuple of str
         The size labels measured with ``--quick``.
     torch_setup : callable or None
-        ``torch_setup(torch, *tensors) -> fn``: ``fn()`` runs the PyTorch
-        equivalent once on the given tensors (built from the same arrays).
+        ``torch_setup(torch, *args) -> fn``: ``fn()`` runs the PyTorch
+        equivalent once on the given arguments (tensors built from the same
+        arrays, the other inputs as they are).
     torch_label : str
         What the PyTorch column runs, for the notes and the JSON file.
+    flops : callable or None
+        ``flops(shape) -> int``: the matrix-product FLOPs of one call. Given,
+        the row reports GFLOP/s and its floor is the GEMM floor (FLOPs over
+        the measured BLAS rate); else GB/s and the memory-bandwidth floor.
+    flops_label : str
+        What ``flops`` counts, for the notes and the JSON file.
+    outputs : callable or None
+        ``outputs(inputs) -> out``: the ``out=`` argument of nnkernels'
+        call; None: an array like the first input.
+    setup : callable or None
+        ``setup(module, inputs, out) -> fn`` for an entry that is more than
+        one call of ``module.<name>`` (``out`` is None for the reference).
+    requires : tuple of str
+        The ``nnkernels`` functions the entry needs; empty: ``(name,)``.
     """
 
     name: str
@@ -84,13 +110,24 @@ class Kernel:
     quick: tuple
     torch_setup: object = None
     torch_label: str = ""
+    flops: object = None
+    flops_label: str = ""
+    outputs: object = None
+    setup: object = None
+    requires: tuple = ()
 
     def shapes(self, quick=False):
         """The (label, shape) pairs to measure."""
         return tuple((lab, s) for lab, s in self.sizes if not quick or lab in self.quick)
 
+    def available(self, module):
+        """Whether ``module`` has every function this entry calls."""
+        return all(hasattr(module, f) for f in self.requires or (self.name,))
+
     def bind(self, module, inputs, out=None):
         """A zero-argument function calling ``module.<name>`` on ``inputs``."""
+        if self.setup is not None:
+            return self.setup(module, inputs, out)
         fn = getattr(module, self.name)
         args = tuple(inputs.values())
         if out is None:
@@ -98,15 +135,29 @@ class Kernel:
         return lambda: fn(*args, out=out)
 
     def make_out(self, inputs):
-        """The ``out=`` buffer: like the first input (the activation or logits)."""
+        """The ``out=`` buffer: ``outputs(inputs)``, or like the first input."""
+        if self.outputs is not None:
+            return self.outputs(inputs)
         return np.empty_like(next(iter(inputs.values())))
 
     def bind_torch(self, torch, inputs):
         """A zero-argument function running the PyTorch equivalent, or None."""
         if self.torch_setup is None:
             return None
-        tensors = [torch.from_numpy(v) for v in inputs.values()]
-        return self.torch_setup(torch, *tensors)
+        args = [torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                for v in inputs.values()]
+        return self.torch_setup(torch, *args)
+
+    @property
+    def floor_kind(self):
+        """"gemm" (FLOPs over the BLAS rate) or "bandwidth" (bytes over GB/s)."""
+        return "bandwidth" if self.flops is None else "gemm"
+
+    def work(self, shape, inputs, result):
+        """(quantity, amount, rate unit) of one call: FLOPs or bytes moved."""
+        if self.flops is not None:
+            return "flops", int(self.flops(shape)), "GFLOP/s"
+        return "bytes", bytes_moved(inputs, result), "GB/s"
 
 
 def _nbytes(obj):
@@ -185,6 +236,82 @@ def _in_mse(shape, dtype, rng):
     return {"pred": _normal(rng, shape, dtype), "target": _normal(rng, shape, dtype)}
 
 
+# the dense rows are one hidden layer of a sigmoid network; the training step
+# is the MLP 784-512-256-10 (MNIST-sized) with that activation, SGD at this rate
+_DENSE_ACTIVATION = "sigmoid"
+_MLP_SIZES = (784, 512, 256, 10)
+_MLP_LR = 0.01
+
+
+def _dense_operands(shape, dtype, rng):
+    """x (N, in) and w (out, in) of a dense shape (N, in, out); z = x wᵀ is N(0, 1)."""
+    n, n_in, n_out = shape
+    return _normal(rng, (n, n_in), dtype), _normal(rng, (n_out, n_in), dtype, n_in ** -0.5)
+
+
+def _in_dense_forward(shape, dtype, rng):
+    x, w = _dense_operands(shape, dtype, rng)
+    return {"x": x, "w": w, "b": _normal(rng, (w.shape[0],), dtype),
+            "activation": _DENSE_ACTIVATION}
+
+
+def _in_dense_backward(shape, dtype, rng):
+    """The layer's output ``a`` is g(x wᵀ) (no bias): the torch column checks
+    itself against autograd of that layer."""
+    from nnkernels import reference
+
+    x, w = _dense_operands(shape, dtype, rng)
+    return {"grad_a": _normal(rng, (x.shape[0], w.shape[0]), dtype), "x": x, "w": w,
+            "a": reference.dense_forward(x, w, None, _DENSE_ACTIVATION),
+            "activation": _DENSE_ACTIVATION}
+
+
+def _out_dense_forward(inputs):
+    x, w = inputs["x"], inputs["w"]
+    return np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
+
+
+def _out_dense_backward(inputs):
+    """(grad_w, grad_b, grad_x) buffers."""
+    w = inputs["w"]
+    return np.empty_like(w), np.empty(w.shape[0], dtype=w.dtype), np.empty_like(inputs["x"])
+
+
+def _in_mlp_step(shape, dtype, rng):
+    """A batch of random x and labels for the MLP of shape (batch, *layer sizes)."""
+    n, *sizes = shape
+    return {"x": _normal(rng, (n, sizes[0]), dtype),
+            "labels": rng.integers(0, sizes[-1], size=n, dtype=np.int64),
+            "sizes": tuple(sizes), "activation": _DENSE_ACTIVATION, "lr": _MLP_LR}
+
+
+def _mlp_step(module, inputs, out=None):
+    """One ``MLP.step`` (forward, loss, backward, SGD update) on ``module``."""
+    from nnkernels.mlp import MLP
+
+    x, labels, sizes, activation, lr = inputs.values()
+    net = MLP(sizes, activation, dtype=x.dtype, backend=module, seed=0)
+    return lambda: net.step(x, labels, lr)
+
+
+# ---- FLOPs of the matrix products ----------------------------------------
+
+def _gemm_flops(products):
+    """FLOPs of ``products`` (N, in) x (in, out) products for a shape (N, in, out)."""
+    return lambda shape: 2 * products * math.prod(shape)
+
+
+def mlp_step_flops(shape):
+    """Matrix-product FLOPs of one training step of an MLP of shape (batch, *sizes).
+
+    Every layer's forward product and grad_w, and grad_x of every layer but
+    the first (its input is the data: need_input_grad=False); 2·N·in·out each.
+    """
+    n, *sizes = shape
+    per_layer = [2 * n * fan_in * fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
+    return 3 * sum(per_layer) - per_layer[0]
+
+
 # ---- PyTorch equivalents -------------------------------------------------
 
 def _torch_out(op):
@@ -213,12 +340,17 @@ _T_SIGMOID = _torch_out(lambda torch, z, o: torch.sigmoid(z, out=o))
 # torch.relu has no out=; clamp_min is the same function (NaN included) and is
 # PyTorch's fastest way to write relu into an existing tensor
 _T_RELU = _torch_out(lambda torch, z, o: torch.clamp_min(z, 0, out=o))
-_T_SIGMOID_BW = _torch_out(
-    lambda torch, g, a, o: torch.ops.aten.sigmoid_backward.grad_input(g, a, grad_input=o))
-_T_TANH_BW = _torch_out(
-    lambda torch, g, a, o: torch.ops.aten.tanh_backward.grad_input(g, a, grad_input=o))
-_T_RELU_BW = _torch_out(
-    lambda torch, g, a, o: torch.ops.aten.threshold_backward.grad_input(g, a, 0, grad_input=o))
+# grad ⊙ g'(a) into o, as autograd computes it, by activation
+_TORCH_ACT_BW = {
+    "sigmoid": lambda torch, g, a, o: torch.ops.aten.sigmoid_backward.grad_input(
+        g, a, grad_input=o),
+    "tanh": lambda torch, g, a, o: torch.ops.aten.tanh_backward.grad_input(g, a, grad_input=o),
+    "relu": lambda torch, g, a, o: torch.ops.aten.threshold_backward.grad_input(
+        g, a, 0, grad_input=o),
+}
+_T_SIGMOID_BW = _torch_out(_TORCH_ACT_BW["sigmoid"])
+_T_TANH_BW = _torch_out(_TORCH_ACT_BW["tanh"])
+_T_RELU_BW = _torch_out(_TORCH_ACT_BW["relu"])
 _T_SOFTMAX = _torch_out(lambda torch, z, o: torch.softmax(z, -1, out=o))
 _T_LOG_SOFTMAX = _torch_out(lambda torch, z, o: torch.log_softmax(z, -1, out=o))
 _T_SOFTMAX_BW = _torch_out(
@@ -230,6 +362,77 @@ _T_BCE = _torch_autograd(lambda F, x, t: F.binary_cross_entropy(x, t))
 _T_MSE = _torch_autograd(lambda F, x, t: F.mse_loss(x, t))
 
 
+def _torch_dense_forward(torch, x, w, b, activation):
+    """F.linear, then the activation into a preallocated output (F.linear has
+    no out=; addmm(b, x, w.T, out=) then an in-place activation is no faster)."""
+    linear = torch.nn.functional.linear
+    if activation is None:
+        return lambda: linear(x, w, b)
+    act = getattr(torch, activation)
+    out = torch.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
+    return lambda: act(linear(x, w, b), out=out)
+
+
+def _torch_dense_backward(torch, grad_a, x, w, a, activation):
+    """What autograd runs for linear + activation, as explicit ops into
+    preallocated outputs; checked once against autograd itself."""
+    grad_z = grad_a if activation is None else torch.empty_like(grad_a)
+    grad_zt = grad_z.T
+    gw, gb, gx = torch.empty_like(w), torch.empty(w.shape[0], dtype=w.dtype), torch.empty_like(x)
+
+    def run():
+        if activation is not None:
+            _TORCH_ACT_BW[activation](torch, grad_a, a, grad_z)
+        torch.mm(grad_zt, x, out=gw)
+        torch.sum(grad_z, 0, out=gb)
+        torch.mm(grad_z, w, out=gx)
+        return gw, gb, gx
+
+    _check_against_autograd(torch, run(), grad_a, x, w, activation)
+    return run
+
+
+def _check_against_autograd(torch, grads, grad_a, x, w, activation):
+    """Raise unless (grad_w, grad_b, grad_x) equal autograd's for a = g(x wᵀ)."""
+    x = x.detach().clone().requires_grad_(True)
+    w = w.detach().clone().requires_grad_(True)
+    b = torch.zeros(w.shape[0], dtype=w.dtype, requires_grad=True)
+    z = torch.nn.functional.linear(x, w, b)
+    (z if activation is None else getattr(torch, activation)(z)).backward(grad_a)
+    rtol = 1e-3 if x.dtype == torch.float32 else 1e-9
+    for name, got, want in zip(("grad_w", "grad_b", "grad_x"), grads, (w.grad, b.grad, x.grad)):
+        err = float((got - want).abs().max())
+        if not err <= rtol * float(want.abs().max()):
+            raise AssertionError(f"the explicit torch ops' {name} differs from autograd's "
+                                 f"by {err:.3g}")
+
+
+_TORCH_ACTIVATION_MODULE = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "ReLU"}
+
+
+def _torch_mlp_step(torch, x, labels, sizes, activation, lr):
+    """The same MLP as nn.Sequential, trained by autograd and optim.SGD."""
+    nn = torch.nn
+    layers = []
+    with torch.random.fork_rng():  # the init leaves torch's global RNG alone
+        torch.manual_seed(0)
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            if layers:
+                layers.append(getattr(nn, _TORCH_ACTIVATION_MODULE[activation])())
+            layers.append(nn.Linear(fan_in, fan_out, dtype=x.dtype))
+    model = nn.Sequential(*layers)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    cross_entropy = nn.functional.cross_entropy
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        loss = cross_entropy(model(x), labels)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return run
+
+
 # ---- the registry --------------------------------------------------------
 
 _ACT_SIZES = (("small", (128, 512)), ("medium", (1024, 1024)), ("large", (8192, 4096)))
@@ -238,6 +441,10 @@ _CLASS_SIZES = (("small", (128, 10)), ("medium", (4096, 1000)), ("large", (512, 
 # reference sigmoid_binary_cross_entropy takes seconds at (8192, 4096)
 _LOSS_SIZES = (("small", (128, 512)), ("medium", (1024, 1024)), ("large", (2048, 2048)))
 _ALL = ("small", "medium", "large")
+_DENSE_SIZES = (("small", (128, 784, 256)), ("medium", (1024, 1024, 1024)),
+                ("large", (4096, 4096, 1024)))
+# (batch, *layer sizes)
+_STEP_SIZES = (("small", (128,) + _MLP_SIZES), ("medium", (1024,) + _MLP_SIZES))
 
 KERNELS = (
     Kernel("sigmoid", "activations", _in_z, _ACT_SIZES, ("small", "medium"),
@@ -267,6 +474,25 @@ KERNELS = (
            _T_BCE, "F.binary_cross_entropy forward + autograd backward"),
     Kernel("mse", "losses", _in_mse, _LOSS_SIZES, ("small", "medium"),
            _T_MSE, "F.mse_loss forward + autograd backward"),
+    Kernel("dense_forward", "dense", _in_dense_forward, _DENSE_SIZES, ("small",),
+           _torch_dense_forward, "torch.sigmoid(F.linear(x, w, b), out=o)",
+           flops=_gemm_flops(1), flops_label="2·N·in·out for shape (N, in, out)",
+           outputs=_out_dense_forward),
+    Kernel("dense_backward", "dense", _in_dense_backward, _DENSE_SIZES, ("small",),
+           _torch_dense_backward,
+           "aten.sigmoid_backward.grad_input, mm(grad_z.T, x, out=), sum(grad_z, 0, out=), "
+           "mm(grad_z, w, out=) (checked against autograd of linear + sigmoid)",
+           flops=_gemm_flops(2), flops_label="4·N·in·out (grad_w and grad_x)",
+           outputs=_out_dense_backward),
+    Kernel("mlp_step", "training", _in_mlp_step, _STEP_SIZES, ("small",),
+           _torch_mlp_step, "nn.Sequential(Linear, Sigmoid, Linear, Sigmoid, Linear), "
+           "F.cross_entropy, zero_grad(set_to_none=True), backward, optim.SGD step",
+           flops=mlp_step_flops,
+           flops_label="shape (batch, layer sizes), sigmoid, SGD lr 0.01: 2·N·in·out for "
+                       "every layer's forward product and grad_w, and grad_x of all layers "
+                       "but the first",
+           setup=_mlp_step,
+           requires=("dense_forward", "dense_backward", "softmax_cross_entropy")),
 )
 
 _BY_NAME = {k.name: k for k in KERNELS}
@@ -312,6 +538,22 @@ def _calibrate(fn, min_sample):
         number = min(max(2 * number, want), 100 * number)
 
 
+def _settle(step=0.01, max_wait=0.5):
+    """Sleep until the process's other threads are idle (at most ``max_wait`` s).
+
+    Idle worker threads of a thread pool spin before they sleep: libgomp's
+    for a few ms, OpenBLAS's for about 2**28 cycles (~0.1 s, a whole core).
+    While the main thread sleeps ``step`` seconds, the process's CPU time
+    shows whether any still spin.
+    """
+    deadline = time.perf_counter() + max_wait
+    while time.perf_counter() < deadline:
+        cpu = time.process_time()
+        time.sleep(step)
+        if time.process_time() - cpu < 0.1 * step:
+            return
+
+
 def time_functions(fns, *, min_sample=2e-3, budget=1.0, min_repeat=5, max_repeat=200):
     """Time several zero-argument functions side by side.
 
@@ -324,7 +566,10 @@ def time_functions(fns, *, min_sample=2e-3, budget=1.0, min_repeat=5, max_repeat
     of the functions alternate (twice when there are enough samples): the
     median is then robust both to slow drifts of the machine, which hit every
     function alike, and to what a switch costs the first sample of a block
-    (another library's idle OpenMP threads still spinning, cold caches).
+    (cold caches). Every block (and calibration) starts once the previous
+    function's thread pools have gone to sleep (``_settle``): an OpenBLAS
+    worker spins on a core for about 0.1 s after each call, which would
+    otherwise slow the next function's whole block.
 
     Returns a dict name -> dict(median, min, max, number, repeat, samples),
     times in seconds per call.
@@ -334,7 +579,10 @@ def time_functions(fns, *, min_sample=2e-3, budget=1.0, min_repeat=5, max_repeat
     gc.collect()
     gc.disable()
     try:
-        cal = {k: _calibrate(f, min_sample) for k, f in fns.items()}
+        cal = {}
+        for k, f in fns.items():
+            _settle()
+            cal[k] = _calibrate(f, min_sample)
         round_s = sum(n * t for n, t in cal.values())
         repeat = int(budget / max(round_s, 1e-9))
         repeat = max(min_repeat, min(max_repeat, repeat))
@@ -343,6 +591,7 @@ def time_functions(fns, *, min_sample=2e-3, budget=1.0, min_repeat=5, max_repeat
         for p in range(passes):
             for k, f in fns.items():
                 number = cal[k][0]
+                _settle()
                 for _ in range(repeat // passes + (p < repeat % passes)):
                     samples[k].append(_sample(f, number))
     finally:
@@ -414,6 +663,66 @@ def measure_bandwidth(nk=None, *, nbytes=64 << 20, repeat=5):
 
 
 # --------------------------------------------------------------------------
+# BLAS rate probe
+# --------------------------------------------------------------------------
+
+def measure_blas(dtypes=("float32",), *, n=2048, repeat=5):
+    """Measure the matrix-product rate of NumPy's BLAS, per dtype.
+
+    ``np.matmul(a, b, out=c)`` of two ``n`` x ``n`` matrices (2·n³ FLOPs),
+    median of ``repeat`` calls after one warm-up call, on the BLAS's current
+    threads. From n = 512 on the rate of a 2-core machine is on its plateau
+    (within a few %); 2048 leaves room for more cores.
+
+    Returns dict(what, n, repeat, rates={dtype: dict(gflops, flops, median_s)}).
+    """
+    rng = np.random.default_rng(2)
+    rates = {}
+    for dtype in dict.fromkeys(np.dtype(d).name for d in dtypes):
+        dt = np.dtype(dtype)
+        a, b = _normal(rng, (n, n), dt), _normal(rng, (n, n), dt)
+        c = np.empty_like(a)
+        fn = lambda: np.matmul(a, b, out=c)  # noqa: E731
+        _settle()
+        fn()
+        median = statistics.median(_sample(fn, 1) for _ in range(repeat))
+        flops = 2 * n ** 3
+        rates[dtype] = {"gflops": flops / median / GB, "flops": flops, "median_s": median}
+        del a, b, c
+    return {"what": "np.matmul(a, b, out=c)", "n": n, "repeat": repeat, "rates": rates}
+
+
+@contextlib.contextmanager
+def _pinned_threads(threads, torch):
+    """Run torch, and NumPy's BLAS where threadpoolctl can set it, on
+    ``threads`` threads for the block; restore their counts after.
+
+    Yields dict(torch=<torch's count>, blas=<the BLAS count or None when
+    unknown>, note=<why the BLAS is not pinned, or "">).
+    """
+    state = {"torch": None, "blas": None, "note": ""}
+    with contextlib.ExitStack() as stack:
+        if torch is not None:
+            if threads is not None:
+                previous = torch.get_num_threads()
+                torch.set_num_threads(threads)
+                stack.callback(torch.set_num_threads, previous)
+            state["torch"] = torch.get_num_threads()
+        try:
+            import threadpoolctl
+        except ImportError:
+            state["note"] = ("threadpoolctl is not installed: NumPy's BLAS (the reference's "
+                             "products, the BLAS rate probe) runs on its default threads")
+        else:
+            if threads is not None:
+                stack.enter_context(threadpoolctl.threadpool_limits(threads, user_api="blas"))
+            counts = {lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+                      if lib["user_api"] == "blas"}
+            state["blas"] = counts.pop() if len(counts) == 1 else None
+        yield state
+
+
+# --------------------------------------------------------------------------
 # The bench run
 # --------------------------------------------------------------------------
 
@@ -472,7 +781,7 @@ def run_bench(nk, *, quick=False, dtypes=("float32",), compare_torch=False,
 
     log = log or (lambda msg: None)
     entries = KERNELS if kernels is None else tuple(get_kernel(k) for k in kernels)
-    missing = [k.name for k in entries if not hasattr(nk, k.name)]
+    missing = [k.name for k in entries if not k.available(nk)]
     if missing:
         raise RuntimeError("nnkernels lacks " + ", ".join(missing)
                            + " (is the compiled extension built?)")
@@ -485,76 +794,87 @@ def run_bench(nk, *, quick=False, dtypes=("float32",), compare_torch=False,
         if note:
             notes.append(note)
             log(note)
-        elif threads is not None:
-            torch.set_num_threads(threads)
 
     if quick:
         timing = dict(min_sample=1e-3, budget=0.2, min_repeat=3, max_repeat=50)
-        bw_repeat = 3
+        probe_repeat = 3
     else:
         timing = dict(min_sample=2e-3, budget=1.0, min_repeat=5, max_repeat=200)
-        bw_repeat = 7
+        probe_repeat = 7
 
     machine = machine_info()  # before the run: its load average is the others'
     if machine.get("loadavg_1min", 0.0) >= 0.5 * (machine["logical_cpus"] or 1):
         notes.append(f"the 1-minute load average was {machine['loadavg_1min']:.2f} at the "
                      "start: other processes compete for the CPUs, timings are noisy")
-    prime_allocator()
-    log("measuring memory bandwidth ...")
-    bandwidth = measure_bandwidth(nk, repeat=bw_repeat)
-    floor_bw = bandwidth["floor_gbps"] * GB
-
     rows = []
-    rng = np.random.default_rng(seed)
-    for dtype in dtypes:
-        dt = np.dtype(dtype)
-        for kernel in entries:
-            for label, shape in kernel.shapes(quick):
-                log(f"{kernel.name} {shape} {dt.name} ...")
-                inputs = kernel.make_inputs(shape, dt, rng)
-                out = kernel.make_out(inputs)
-                errors = {}
-                fns = {
-                    "nnkernels": _try_bind(lambda: kernel.bind(nk, inputs, out),
-                                           errors, "nnkernels"),
-                    "reference": _try_bind(lambda: kernel.bind(reference, inputs),
-                                           errors, "reference"),
-                }
-                if torch is not None and kernel.torch_setup is not None:
-                    fns["torch"] = _try_bind(lambda: kernel.bind_torch(torch, inputs),
-                                             errors, "torch")
-                # one checked call each: failures become notes, not crashes
-                result = None
-                for key, fn in list(fns.items()):
-                    if fn is None:
-                        continue
-                    try:
-                        r = fn()
-                    except Exception as exc:
-                        errors[key] = f"{type(exc).__name__}: {exc}"
-                        fns[key] = None
-                        continue
-                    if key == "nnkernels":
-                        result = r
-                if result is None:  # count the output like the first input
-                    result = out
-                nbytes = bytes_moved(inputs, result)
-                times = time_functions(fns, **timing)
-                row = _make_row(kernel, label, shape, dt, nbytes, times, floor_bw, errors)
-                rows.append(row)
-                del inputs, out, fns, result
+    blas, gemm_rates = None, {}
+    with _pinned_threads(threads, torch) as pinned:
+        prime_allocator()
+        log("measuring memory bandwidth ...")
+        bandwidth = measure_bandwidth(nk, repeat=probe_repeat)
+        floor_bw = bandwidth["floor_gbps"] * GB
+        if any(k.flops is not None for k in entries):
+            log("measuring the BLAS rate ...")
+            blas = measure_blas(dtypes, repeat=probe_repeat)
+            blas["threads"] = pinned["blas"]
+            if pinned["note"]:
+                notes.append(pinned["note"])
+            gemm_rates = {d: r["gflops"] * GB for d, r in blas["rates"].items()}
+
+        rng = np.random.default_rng(seed)
+        for dtype in dtypes:
+            dt = np.dtype(dtype)
+            for kernel in entries:
+                floor_rate = floor_bw if kernel.flops is None else gemm_rates[dt.name]
+                for label, shape in kernel.shapes(quick):
+                    log(f"{kernel.name} {shape} {dt.name} ...")
+                    rows.append(_bench_row(nk, reference, torch, kernel, label, shape, dt,
+                                           rng, timing, floor_rate))
     return {
         "machine": machine,
         "nnkernels": _build_info(nk),
         "torch": None if torch is None else torch.__version__,
         "settings": {"quick": quick, "dtypes": list(dtypes), "threads": threads,
-                     "torch_threads": None if torch is None else torch.get_num_threads(),
+                     "torch_threads": pinned["torch"], "blas_threads": pinned["blas"],
                      "compare_torch": compare_torch, "seed": seed, **timing},
         "bandwidth": bandwidth,
+        "blas": blas,
         "torch_ops": {k.name: k.torch_label for k in entries if k.torch_setup is not None},
+        "flops_counted": {k.name: k.flops_label for k in entries if k.flops is not None},
         "notes": notes,
         "rows": rows,
     }
+
+
+def _bench_row(nk, reference, torch, kernel, label, shape, dt, rng, timing, floor_rate):
+    """Build the inputs of one row, time its backends side by side, return the row."""
+    inputs = kernel.make_inputs(shape, dt, rng)
+    out = kernel.make_out(inputs)
+    errors = {}
+    fns = {
+        "nnkernels": _try_bind(lambda: kernel.bind(nk, inputs, out), errors, "nnkernels"),
+        "reference": _try_bind(lambda: kernel.bind(reference, inputs), errors, "reference"),
+    }
+    if torch is not None and kernel.torch_setup is not None:
+        fns["torch"] = _try_bind(lambda: kernel.bind_torch(torch, inputs), errors, "torch")
+    # one checked call each: failures become notes, not crashes
+    result = None
+    for key, fn in list(fns.items()):
+        if fn is None:
+            continue
+        try:
+            r = fn()
+        except Exception as exc:
+            errors[key] = f"{type(exc).__name__}: {exc}"
+            fns[key] = None
+            continue
+        if key == "nnkernels":
+            result = r
+    if result is None:  # count the output like the first input
+        result = out
+    work = kernel.work(shape, inputs, result)
+    times = time_functions(fns, **timing)
+    return _make_row(kernel, label, shape, dt, work, times, floor_rate, errors)
 
 
 def _build_info(nk):
@@ -566,18 +886,27 @@ def _build_info(nk):
     return {"version": getattr(nk, "__version__", None)}
 
 
-def _make_row(kernel, label, shape, dt, nbytes, times, floor_bw, errors):
+_RATE_KEYS = {"bytes": "gbps", "flops": "gflops"}
+
+
+def _make_row(kernel, label, shape, dt, work, times, floor_rate, errors):
+    """One row: ``work`` is ``kernel.work(...)``, ``floor_rate`` the bytes or
+    FLOPs per second the floor assumes."""
+    quantity, amount, _ = work
     t = {k: v["median"] for k, v in times.items()}
     nk_t = t.get("nnkernels")
-    floor_s = nbytes / floor_bw
+    floor_s = amount / floor_rate
     row = {
         "kernel": kernel.name,
         "size": label,
         "shape": list(shape),
         "dtype": dt.name,
-        "bytes": nbytes,
+        "floor_kind": kernel.floor_kind,
+        "bytes": None,
+        "flops": None,
         "time_s": nk_t,
-        "gbps": None if nk_t is None else nbytes / nk_t / GB,
+        "gbps": None,
+        "gflops": None,
         "floor_s": floor_s,
         "pct_floor": None if nk_t is None else 100.0 * floor_s / nk_t,
         "reference_s": t.get("reference"),
@@ -587,7 +916,9 @@ def _make_row(kernel, label, shape, dt, nbytes, times, floor_bw, errors):
         "timings": times,
         "errors": errors,
     }
+    row[quantity] = amount
     if nk_t is not None:
+        row[_RATE_KEYS[quantity]] = amount / nk_t / GB
         if row["reference_s"] is not None:
             row["speedup_reference"] = row["reference_s"] / nk_t
         if row["torch_s"] is not None:
@@ -638,7 +969,12 @@ def format_report(res):
     thr = f"threads: nnkernels {s['threads']}"
     if s["torch_threads"] is not None:
         thr += f", torch {s['torch_threads']}"
-    lines.append(thr + "; NumPy (reference) runs element-wise work on 1 thread")
+    thr += "; NumPy (reference) runs element-wise work on 1 thread"
+    blas = res.get("blas")
+    blas_threads = "?" if s.get("blas_threads") is None else s["blas_threads"]
+    if blas is not None:
+        thr += f", its BLAS on {blas_threads} thread(s)"
+    lines.append(thr)
     lines.append("memory bandwidth (64 MiB float32 arrays, median of several runs):")
     for name, p in bw["probes"].items():
         title = _PROBE_TITLES.get(name, name)
@@ -647,19 +983,31 @@ def format_report(res):
         lines.append(f"  {title:<36} {nthr} thread(s) {p['gbps']:7.1f} GB/s{mark}")
     lines.append(f"floor = bytes moved (inputs read once + outputs written once) / "
                  f"{bw['floor_gbps']:.1f} GB/s ({_PROBE_TITLES.get(bw['floor'], bw['floor'])})")
+    if blas is not None:
+        rates = ", ".join(f"{d} {r['gflops']:.1f} GFLOP/s" for d, r in blas["rates"].items())
+        lines.append(f"BLAS rate ({blas['what']}, {blas['n']}x{blas['n']} matrices, median of "
+                     f"{blas['repeat']} runs, {blas_threads} thread(s)): "
+                     f"{rates}")
+        lines.append("GEMM floor (the rows with GFLOP/s) = matrix-product FLOPs / that "
+                     "rate for the row's dtype")
     lines.append("time = median per call; nnkernels writes into a preallocated out= "
                  "buffer, the reference allocates; GB = 1e9 bytes")
     lines.append("")
 
     with_torch = s["compare_torch"] and res["torch"] is not None
-    head = ["kernel", "shape", "dtype", "time", "GB/s", "floor", "%floor", "vs ref"]
+    with_flops = any(r.get("flops") is not None for r in res["rows"])
+    head = ["kernel", "shape", "dtype", "time", "GB/s"] + ["GFLOP/s"] * with_flops
+    head += ["floor", "%floor", "vs ref"]
     if with_torch:
         head += ["torch", "vs torch"]
     table = []
     for r in res["rows"]:
         cells = [r["kernel"], _shape_str(r["shape"]), r["dtype"], _fmt_time(r["time_s"]),
-                 _fmt(r["gbps"], ".1f"), _fmt_time(r["floor_s"]),
-                 _fmt(r["pct_floor"], ".0f", "%"), _fmt(r["speedup_reference"], ".1f", "x")]
+                 _fmt(r["gbps"], ".1f")]
+        if with_flops:
+            cells.append(_fmt(r["gflops"], ".1f"))
+        cells += [_fmt_time(r["floor_s"]), _fmt(r["pct_floor"], ".0f", "%"),
+                  _fmt(r["speedup_reference"], ".1f", "x")]
         if with_torch:
             cells += [_fmt_time(r["torch_s"]), _fmt(r["speedup_torch"], ".2f", "x")]
         table.append(cells)
@@ -681,7 +1029,13 @@ def format_report(res):
     lines.append("")
     lines.append("vs ref = reference time / nnkernels time"
                  + ("; vs torch = torch time / nnkernels time" if with_torch else "")
-                 + "; %floor above 100% means the data stayed in cache")
+                 + "; %floor above 100% means the data stayed in cache"
+                 + (" (GFLOP/s rows: the products ran faster than the probe)"
+                    if with_flops else ""))
+    if with_flops:
+        counted = res.get("flops_counted", {})
+        lines.extend(textwrap.wrap("FLOPs counted: " + "; ".join(
+            f"{k}: {v}" for k, v in counted.items()), width=100, subsequent_indent="  "))
     if with_torch:
         ops = res["torch_ops"]
         lines.extend(textwrap.wrap("torch runs: " + "; ".join(f"{k}: {v}" for k, v in ops.items()),

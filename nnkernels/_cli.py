@@ -1,7 +1,8 @@
 """Command line of nnkernels: ``python -m nnkernels {bench,info,check}``.
 
 - ``bench``: time every kernel against ``nnkernels.reference`` (and PyTorch
-  with ``--compare torch``), with the machine's memory bandwidth as the floor.
+  with ``--compare torch``), with the machine's memory bandwidth as the floor
+  (for the dense and training-step rows: its BLAS rate, FLOPs / GFLOP/s).
 - ``info``: version, build flags, OpenMP, threads, NumPy and its BLAS.
 - ``check``: gradient self-check of every kernel with ``nnkernels.gradcheck``.
 """
@@ -369,7 +370,9 @@ def build_parser():
         "bench", help="time every kernel against the NumPy reference (and torch)",
         description="Time every kernel at small/medium/large sizes against "
                     "nnkernels.reference (and PyTorch with --compare torch), with "
-                    "the machine's measured memory bandwidth as the floor.")
+                    "the machine's measured memory bandwidth as the floor (for the "
+                    "dense layer and the MLP training step: the matrix-product FLOPs "
+                    "over its measured BLAS rate).")
     p.add_argument("--quick", action="store_true",
                    help="fewer sizes and repeats (well under a minute)")
     p.add_argument("--dtype", action="append", choices=["float32", "float64"],
