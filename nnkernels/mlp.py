@@ -1,0 +1,195 @@
+"""A small multilayer perceptron trained by mini-batch SGD, built from the
+nnkernels API only.
+
+    from nnkernels.mlp import MLP
+    net = MLP((64, 128, 64, 10), "relu")
+    for x, labels in batches:                     # x (N, 64), labels (N,)
+        loss = net.step(x, labels, lr=0.1)
+    loss, accuracy = net.evaluate(x_test, labels_test)
+
+Hidden layers are dense + activation (sigmoid, tanh or relu); the output
+layer is dense + softmax cross-entropy. A step is three kinds of calls,
+``dense_forward``, ``softmax_cross_entropy`` and ``dense_backward``, each
+writing into a buffer made on the first step for a batch size, so that
+every later step of that size allocates no array. The equations are those
+of MATH.md (batch first: x (N, in), w (out, in), z = x wᵀ + b).
+"""
+
+import numbers
+
+import numpy as np
+
+__all__ = ["MLP"]
+
+_ACTIVATIONS = ("sigmoid", "tanh", "relu")
+_MAX_CACHED_BATCH_SIZES = 8   # buffer sets kept (the training size, the
+                              # last short batch, evaluate's size, ...)
+
+
+class _Buffers:
+    """Everything a step for batch size n writes, one array per layer."""
+
+    def __init__(self, n, sizes, dtype):
+        # acts[l]: output of layer l, (n, sizes[l + 1]); the last is the logits
+        self.acts = [np.empty((n, s), dtype) for s in sizes[1:]]
+        # grads[l]: d loss / d acts[l]; the last is d loss / d logits
+        self.grads = [np.empty((n, s), dtype) for s in sizes[1:]]
+
+
+class MLP:
+    """Dense network: hidden layers with ``activation``, softmax output.
+
+    ``sizes`` is ``(n_in, hidden..., n_classes)``. Weights are
+    ``(out, in)`` as in ``torch.nn.Linear``, of float ``dtype``, drawn from
+    ``np.random.default_rng(seed)``: Glorot-uniform for sigmoid and tanh,
+    He-normal for relu; biases start at zero. ``backend`` is a module with
+    the nnkernels API: ``nnkernels`` (the default) or ``nnkernels.reference``.
+    The initial parameters depend on ``sizes``, ``activation``, ``dtype``
+    and ``seed`` only, never on the backend.
+    """
+
+    def __init__(self, sizes, activation="sigmoid", *, dtype=np.float32,
+                 backend=None, seed=0):
+        sizes = _check_sizes(sizes)
+        if not isinstance(activation, str) or activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}, "
+                             f"got {activation!r}")
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be float32 or float64, "
+                            f"got {dtype!r}") from None
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        if backend is None:
+            import nnkernels as backend
+        missing = [f for f in ("dense_forward", "dense_backward",
+                               "softmax_cross_entropy")
+                   if not callable(getattr(backend, f, None))]
+        if missing:
+            raise TypeError(f"backend must provide the nnkernels API; "
+                            f"{backend!r} lacks {', '.join(missing)}")
+        if seed is not None and (isinstance(seed, bool)
+                                 or not isinstance(seed, numbers.Integral)):
+            raise TypeError(f"seed must be an integer or None, got {seed!r}")
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+
+        self.sizes = sizes
+        self.activation = activation
+        self.dtype = dtype
+        self.backend = backend
+        rng = np.random.default_rng(seed)
+        self.params = []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            # Drawn in float64, then rounded: the same numbers for any dtype.
+            if activation == "relu":   # He: Var(w) = 2 / fan_in
+                w = rng.normal(0.0, np.sqrt(2.0 / fan_in), (fan_out, fan_in))
+            else:                      # Glorot: U(±sqrt(6 / (fan_in + fan_out)))
+                limit = np.sqrt(6.0 / (fan_in + fan_out))
+                w = rng.uniform(-limit, limit, (fan_out, fan_in))
+            self.params.append((w.astype(dtype), np.zeros(fan_out, dtype)))
+        # Gradient buffers do not depend on the batch size: made once.
+        self._param_grads = [(np.empty_like(w), np.empty_like(b))
+                             for w, b in self.params]
+        self._buffers = {}            # batch size -> _Buffers
+        self._latest_logits = None
+
+    def _buffers_for(self, n):
+        buffers = self._buffers.get(n)
+        if buffers is None:
+            if len(self._buffers) >= _MAX_CACHED_BATCH_SIZES:
+                del self._buffers[next(iter(self._buffers))]   # the oldest
+            buffers = self._buffers[n] = _Buffers(n, self.sizes, self.dtype)
+        return buffers
+
+    def _forward(self, x, buffers):
+        nk, last = self.backend, len(self.params) - 1
+        a = x
+        for l, (w, b) in enumerate(self.params):
+            # z = a wᵀ + b,  a ← g(z)   (the output layer stays linear: logits)
+            a = nk.dense_forward(a, w, b, None if l == last else self.activation,
+                                 out=buffers.acts[l])
+        self._latest_logits = a
+        return a
+
+    def forward(self, x):
+        """The logits for the batch ``x`` (N, n_in): an internal buffer,
+        overwritten by the next call of the same batch size; copy to keep."""
+        return self._forward(x, self._buffers_for(len(x)))
+
+    def step(self, x, labels, lr):
+        """One SGD step on the batch (x, labels); returns the batch's mean loss."""
+        nk, last = self.backend, len(self.params) - 1
+        buffers = self._buffers_for(len(x))
+        acts, grads = buffers.acts, buffers.grads
+        logits = self._forward(x, buffers)
+
+        # J = mean over the batch of −log p_label;  dZ = (P − Y) / N
+        loss, dz = nk.softmax_cross_entropy(logits, labels, out=grads[last])
+
+        # Every gradient below is linear in dZ, so scaling dZ by α once (N × C
+        # numbers) makes the backward pass produce α ∂J/∂W and α ∂J/∂b, and the
+        # update is a single in-place subtraction per parameter: one pass over
+        # W instead of two (scale the gradient, then subtract it).
+        np.multiply(dz, float(lr), out=dz)
+
+        for l in range(last, -1, -1):
+            w = self.params[l][0]
+            grad_w, grad_b = self._param_grads[l]
+            # dZ = dA ⊙ g'(A)        (output layer: dZ = dA, no activation)
+            # dW = dZᵀ A_prev        db = Σ_rows dZ
+            # dA_prev = dZ W         (not needed below the first layer)
+            nk.dense_backward(
+                grads[l], acts[l - 1] if l else x, w,
+                None if l == last else acts[l],
+                None if l == last else self.activation,
+                need_input_grad=l > 0,
+                out=(grad_w, grad_b, grads[l - 1] if l else None))
+
+        # W ← W − α ∂J/∂W,  b ← b − α ∂J/∂b   (α is already in grad_w, grad_b)
+        for (w, b), (grad_w, grad_b) in zip(self.params, self._param_grads):
+            np.subtract(w, grad_w, out=w)
+            np.subtract(b, grad_b, out=b)
+        return float(loss)
+
+    @property
+    def logits(self):
+        """The logits of the latest step or forward (an internal buffer)."""
+        return self._latest_logits
+
+    def evaluate(self, x, labels, batch_size=1024):
+        """(mean loss, accuracy) over the whole of (x, labels), by batches."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+                or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        labels = np.asarray(labels)
+        n = len(x)
+        if n == 0:
+            raise ValueError("x must hold at least one sample")
+        total_loss, correct = 0.0, 0
+        for start in range(0, n, batch_size):
+            xb, yb = x[start:start + batch_size], labels[start:start + batch_size]
+            buffers = self._buffers_for(len(xb))
+            logits = self._forward(xb, buffers)
+            loss, _ = self.backend.softmax_cross_entropy(
+                logits, yb, out=buffers.grads[-1])
+            total_loss += float(loss) * len(xb)
+            correct += int(np.count_nonzero(np.argmax(logits, axis=1) == yb))
+        return total_loss / n, correct / n
+
+
+def _check_sizes(sizes):
+    try:
+        sizes = tuple(sizes)
+    except TypeError:
+        raise TypeError(f"sizes must be a sequence of layer widths "
+                        f"(n_in, hidden..., n_classes), got {sizes!r}") from None
+    if len(sizes) < 2:
+        raise ValueError(f"sizes needs at least (n_in, n_classes), got {sizes}")
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"sizes must hold integers, got {sizes!r}")
+        if s < 1:
+            raise ValueError(f"sizes must be positive, got {sizes}")
+    return tuple(int(s) for s in sizes)
