@@ -342,7 +342,7 @@ def dense_forward(x, w, b=None, activation=None, out=None):
         b = np.ascontiguousarray(b)
     out = v.output(out, (x.shape[0], w.shape[0]), x.dtype)
     work = _work_array(out, (x, w, b), False)
-    dense.forward(g, x, w, b, work, _dispatch._num_threads)
+    dense.forward(g, x, w, b, work)
     if work is not out:
         out[...] = work
     return out
@@ -402,9 +402,8 @@ def dense_backward(grad_a, x, w, a=None, activation=None, *, need_input_grad=Tru
     work = [None if r is None else
             _work_array(r, inputs + tuple(o for o in results if o is not r), accumulate)
             for r in results]
-    scratch = _scratch_memory(dense.scratch_bytes(g, grad_a, _dispatch._num_threads))
-    dense.backward(g, grad_a, x, w, a, work[0], work[1], work[2], scratch, accumulate,
-                   _dispatch._num_threads)
+    scratch = _scratch_memory(dense.scratch_bytes(g, grad_a))
+    dense.backward(g, grad_a, x, w, a, work[0], work[1], work[2], scratch, accumulate)
     for result, where in zip(results, work):
         if where is not result:
             result[...] = where

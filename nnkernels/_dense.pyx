@@ -19,9 +19,16 @@ bias add and g, in place over the product's output.  Backward: grad_z and the
 bias sums in one pass over grad_a; grad_z goes into scratch memory the
 caller owns and reuses (with no activation grad_a itself is grad_z and the
 pass only sums).  A pass walks contiguous lines -- rows of a C-ordered
-array, columns of an F-ordered one -- and is split over OpenMP threads above
-a size threshold.  The products run on the BLAS's own threads, after the
-OpenMP region has ended, never inside it.
+array, columns of an F-ordered one.
+
+Threads: the products run on the BLAS's threads and the passes on the
+calling thread, not on OpenMP.  Both thread pools spin for a while after
+their work (libgomp's workers for milliseconds, OpenBLAS's for about 0.1 s),
+and on a machine with as many cores as threads the two pools, alternating
+within every call, took each other's cores: an MLP step at batch 128 took
+16 ms with OpenMP passes and 2.1 ms without, dense_backward (1024, 1024,
+1024) 31 ms against 23 ms.  The passes cost a few percent of the products'
+time, so the threads they could save are not worth that.
 
 The Python layer (nnkernels._api) has checked everything: one float dtype,
 shapes that agree, every matrix in a layout ``blas_layout`` accepts, sizes
@@ -31,7 +38,6 @@ enough (``scratch_bytes``).
 
 cimport numpy as cnp
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.limits cimport INT_MAX
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
@@ -47,9 +53,6 @@ cdef extern from *:
 
 ISA = NNK_ISA.decode()
 COMPILE_ARGS = NNK_CFLAGS.decode()
-
-cdef enum:
-    PARALLEL_MIN = 65536   # elements in a pass; below this one thread does it
 
 cpdef enum Layout:         # how a 2-D array lies in memory, for BLAS
     ROWS                   # rows contiguous (C order, possibly with a row stride)
@@ -182,14 +185,12 @@ cdef inline void bias_activate_line(floating* z, const floating* bias,
 
 cdef void bias_activate(int g,
                         const floating* bias,   # IN  (out,) or NULL
-                        Matrix z,               # IN/OUT (N, out)
-                        int n_threads) noexcept nogil:
+                        Matrix z) noexcept nogil:   # IN/OUT (N, out)
     cdef floating zero = 0
     cdef floating no_bias = -zero          # x + (-0) is x for every x, -0 included
     cdef Py_ssize_t i, lines = n_lines(z), length = line_length(z)
     cdef floating* line
-    for i in prange(lines, num_threads=n_threads, schedule="static",
-                    use_threads_if=n_threads > 1 and lines * length >= PARALLEL_MIN):
+    for i in range(lines):
         line = <floating*>z.data + i * z.ld
         if z.col_major or bias == NULL:
             bias_activate_line(line, (bias + i) if bias != NULL else &no_bias, 0, length, g)
@@ -201,12 +202,11 @@ cdef void forward_kernel(int g,
                          Matrix x,                # IN  (N, in)
                          Matrix w,                # IN  (out, in)
                          const floating* bias,    # IN  (out,) or NULL
-                         Matrix z,                # OUT (N, out): g(x wᵀ + b)
-                         int n_threads) noexcept nogil:
+                         Matrix z) noexcept nogil:    # OUT (N, out): g(x wᵀ + b)
     cdef floating zero = 0
     gemm(x, transposed(w), zero, z)
     if g != IDENTITY or bias != NULL:
-        bias_activate(g, bias, z, n_threads)
+        bias_activate(g, bias, z)
 
 
 # Backward epilogue: grad_z = grad_a ⊙ g'(a) and the bias sums -------------------
@@ -266,40 +266,28 @@ cdef void grad_z_and_bias(int g,
                           Matrix grad_z,          # OUT (N, out), grad_a's layout
                           floating* grad_b,       # IN/OUT (out,)
                           bint accumulate,
-                          double* partial_sums,   # scratch: (n_blocks, out)
-                          int n_blocks,
-                          int n_threads) noexcept nogil:
+                          double* column_sums) noexcept nogil:   # scratch (out,)
     cdef Py_ssize_t lines = n_lines(grad_a), length = line_length(grad_a)
-    cdef Py_ssize_t i, t, j, start, stop, block = (lines + n_blocks - 1) // n_blocks
     cdef Py_ssize_t a_step = 1 if a.col_major == grad_a.col_major else a.ld
-    cdef double* sums
-    cdef double total
+    cdef Py_ssize_t i, j
     cdef floating s
     if grad_a.col_major:
         # lines are columns: each column's sum is one bias entry
-        for i in prange(lines, num_threads=n_threads, schedule="static",
-                        use_threads_if=n_threads > 1 and lines * length >= PARALLEL_MIN):
-            grad_z_line(<floating*>grad_a.data + i * grad_a.ld, <floating*>a.data + a_offset(a, grad_a, i),
-                        a_step, <floating*>grad_z.data + i * grad_z.ld, NULL, length, g)
+        for i in range(lines):
+            grad_z_line(<floating*>grad_a.data + i * grad_a.ld,
+                        <floating*>a.data + a_offset(a, grad_a, i), a_step,
+                        <floating*>grad_z.data + i * grad_z.ld, NULL, length, g)
             s = row_sum(<floating*>grad_z.data + i * grad_z.ld, length)
             grad_b[i] = (grad_b[i] + s) if accumulate else s
         return
-    # lines are rows: each block of rows adds into its own partial sums,
-    # which are added up (in a fixed order) at the end
-    for t in prange(n_blocks, num_threads=n_threads, schedule="static",
-                    use_threads_if=n_blocks > 1):
-        sums = partial_sums + t * length
-        memset(sums, 0, length * sizeof(double))
-        start = t * block
-        stop = min(start + block, lines)
-        for i in range(start, stop):
-            grad_z_line(<floating*>grad_a.data + i * grad_a.ld, <floating*>a.data + a_offset(a, grad_a, i),
-                        a_step, <floating*>grad_z.data + i * grad_z.ld, sums, length, g)
+    # lines are rows: they add into per-column sums, kept in double
+    memset(column_sums, 0, length * sizeof(double))
+    for i in range(lines):
+        grad_z_line(<floating*>grad_a.data + i * grad_a.ld,
+                    <floating*>a.data + a_offset(a, grad_a, i), a_step,
+                    <floating*>grad_z.data + i * grad_z.ld, column_sums, length, g)
     for j in range(length):
-        total = 0
-        for t in range(n_blocks):
-            total = total + partial_sums[t * length + j]
-        grad_b[j] = <floating>((grad_b[j] + total) if accumulate else total)
+        grad_b[j] = <floating>((grad_b[j] + column_sums[j]) if accumulate else column_sums[j])
 
 
 cdef void backward_kernel(int g,
@@ -308,82 +296,73 @@ cdef void backward_kernel(int g,
                           Matrix w,               # IN  (out, in)
                           Matrix a,               # IN  (N, out)
                           Matrix grad_z,          # scratch (N, out), or grad_a itself
-                          double* partial_sums,   # scratch (n_blocks, out)
-                          int n_blocks,
+                          double* column_sums,    # scratch (out,)
                           Matrix grad_w,          # OUT (out, in)
                           floating* grad_b,       # OUT (out,)
                           Matrix* grad_x,         # OUT (N, in), or NULL
-                          bint accumulate,
-                          int n_threads) noexcept nogil:
+                          bint accumulate) noexcept nogil:
     cdef floating beta = 1 if accumulate else 0
-    grad_z_and_bias(g, grad_a, a, grad_z, grad_b, accumulate, partial_sums, n_blocks, n_threads)
+    grad_z_and_bias(g, grad_a, a, grad_z, grad_b, accumulate, column_sums)
     if grad_x != NULL:
         gemm(grad_z, w, beta, grad_x[0])
     gemm(transposed(grad_z), x, beta, grad_w)
 
 
 # Entry points -------------------------------------------------------------------------
-cdef int row_blocks(Matrix grad_a, int n_threads) noexcept nogil:
-    """How many row blocks the bias sums of a row-major grad_a are split into."""
-    if grad_a.col_major or n_threads <= 1 or <Py_ssize_t>grad_a.rows * grad_a.cols < PARALLEL_MIN:
-        return 1
-    return min(n_threads, grad_a.rows)
+cdef Py_ssize_t sums_bytes(Matrix grad_a) noexcept nogil:
+    """The bias sums' scratch, rounded up so that grad_z after it stays aligned."""
+    return 0 if grad_a.col_major else (grad_a.cols * sizeof(double) + 63) // 64 * 64
 
 
-def scratch_bytes(int g, cnp.ndarray grad_a, int n_threads):
+def scratch_bytes(int g, cnp.ndarray grad_a):
     """Bytes of scratch memory `backward` needs for this call."""
     cdef Matrix ga = matrix_of(grad_a)
-    cdef Py_ssize_t n = <Py_ssize_t>ga.rows * ga.cols
-    cdef Py_ssize_t grad_z_bytes = 0 if g == IDENTITY else n * cnp.PyArray_ITEMSIZE(grad_a)
-    cdef Py_ssize_t sums_bytes = 0 if ga.col_major else row_blocks(ga, n_threads) * ga.cols * sizeof(double)
-    # the partial sums come first and the scratch is 64-byte aligned: both stay aligned
-    return ((sums_bytes + 63) // 64) * 64 + grad_z_bytes
+    cdef Py_ssize_t grad_z_bytes = 0
+    if g != IDENTITY:
+        grad_z_bytes = <Py_ssize_t>ga.rows * ga.cols * cnp.PyArray_ITEMSIZE(grad_a)
+    return sums_bytes(ga) + grad_z_bytes
 
 
-def forward(int g, cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray out, int n_threads):
+def forward(int g, cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray out):
     """out = g(x wᵀ + b); b is None or a contiguous (out,) array."""
     cdef Matrix mx = matrix_of(x), mw = matrix_of(w), mz = matrix_of(out)
     cdef void* bias = NULL if b is None else cnp.PyArray_DATA(<cnp.ndarray>b)
     if cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT32:
         with nogil:
-            forward_kernel[float](g, mx, mw, <const float*>bias, mz, n_threads)
+            forward_kernel[float](g, mx, mw, <const float*>bias, mz)
     else:
         with nogil:
-            forward_kernel[double](g, mx, mw, <const double*>bias, mz, n_threads)
+            forward_kernel[double](g, mx, mw, <const double*>bias, mz)
 
 
 def backward(int g, cnp.ndarray grad_a, cnp.ndarray x, cnp.ndarray w, object a,
              cnp.ndarray grad_w, cnp.ndarray grad_b, object grad_x,
-             cnp.ndarray scratch, bint accumulate, int n_threads):
+             cnp.ndarray scratch, bint accumulate):
     """(grad_w, grad_b[, grad_x]) of the layer into the given arrays.
 
-    a is None for the identity; grad_b contiguous;
-    grad_x None when the input gradient is not wanted; scratch a 64-byte
-    aligned byte array of at least scratch_bytes(g, grad_a, n_threads).
+    a is None for the identity; grad_b contiguous; grad_x None when the
+    input gradient is not wanted; scratch a 64-byte aligned byte array of at
+    least scratch_bytes(g, grad_a): the bias sums, then grad_z.
     """
     cdef Matrix ga = matrix_of(grad_a), mx = matrix_of(x), mw = matrix_of(w)
     cdef Matrix ma = ga if a is None else matrix_of(<cnp.ndarray>a)
     cdef Matrix gw = matrix_of(grad_w), gx, gz
     cdef Matrix* gx_ptr = NULL
-    cdef int n_blocks = row_blocks(ga, n_threads)
-    cdef Py_ssize_t sums_bytes = ((n_blocks * ga.cols * sizeof(double) + 63) // 64) * 64
     cdef char* base = <char*>cnp.PyArray_DATA(scratch)
-    if cnp.PyArray_NBYTES(scratch) < scratch_bytes(g, grad_a, n_threads) or <size_t>base % 64:
+    if cnp.PyArray_NBYTES(scratch) < scratch_bytes(g, grad_a) or <size_t>base % 64:
         raise ValueError("nnkernels: internal error, dense scratch too small or unaligned")
     if grad_x is not None:
         gx = matrix_of(<cnp.ndarray>grad_x)
         gx_ptr = &gx
     gz = ga
     if g != IDENTITY:                 # grad_z in the scratch, laid out as grad_a but dense
-        gz.data = base + (0 if ga.col_major else sums_bytes)
+        gz.data = base + sums_bytes(ga)
         gz.ld = max(line_length(ga), 1)
     if cnp.PyArray_TYPE(grad_w) == cnp.NPY_FLOAT32:
         with nogil:
-            backward_kernel[float](g, ga, mx, mw, ma, gz, <double*>base, n_blocks, gw,
-                                   <float*>cnp.PyArray_DATA(grad_b), gx_ptr, accumulate,
-                                   n_threads)
+            backward_kernel[float](g, ga, mx, mw, ma, gz, <double*>base, gw,
+                                   <float*>cnp.PyArray_DATA(grad_b), gx_ptr, accumulate)
     else:
         with nogil:
-            backward_kernel[double](g, ga, mx, mw, ma, gz, <double*>base, n_blocks, gw,
-                                    <double*>cnp.PyArray_DATA(grad_b), gx_ptr, accumulate,
-                                    n_threads)
+            backward_kernel[double](g, ga, mx, mw, ma, gz, <double*>base, gw,
+                                    <double*>cnp.PyArray_DATA(grad_b), gx_ptr, accumulate)
