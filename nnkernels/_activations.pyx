@@ -23,9 +23,7 @@ from nnkernels._math cimport (sigmoid_of, relu_of, sigmoid_grad, tanh_grad,
 
 cnp.import_array()
 
-cdef extern from *:
-    const char* NNK_ISA
-    const char* NNK_CFLAGS
+from nnkernels._math cimport NNK_ISA, NNK_CFLAGS
 
 ISA = NNK_ISA.decode()
 COMPILE_ARGS = NNK_CFLAGS.decode()

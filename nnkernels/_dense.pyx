@@ -47,9 +47,7 @@ from nnkernels._math cimport (activate, activation_grad, row_sum,
 
 cnp.import_array()
 
-cdef extern from *:
-    const char* NNK_ISA
-    const char* NNK_CFLAGS
+from nnkernels._math cimport NNK_ISA, NNK_CFLAGS
 
 ISA = NNK_ISA.decode()
 COMPILE_ARGS = NNK_CFLAGS.decode()
@@ -122,7 +120,7 @@ cdef inline Py_ssize_t line_length(Matrix m) noexcept nogil:
     return m.rows if m.col_major else m.cols
 
 
-# c = a b + beta c, through the column-major identity cᵀ = bᵀ aᵀ ----------------
+# c = a b + beta c; a row-major c through the column-major identity cᵀ = bᵀ aᵀ ------
 # beta is 0 (overwrite) or 1 (accumulate); its type picks sgemm or dgemm.
 cdef void gemm(Matrix a, Matrix b, floating beta, Matrix c) noexcept nogil:
     cdef int m = c.rows, n = c.cols, k = a.cols
@@ -136,24 +134,18 @@ cdef void gemm(Matrix a, Matrix b, floating beta, Matrix c) noexcept nogil:
             for i in range(n_lines(c)):
                 memset(c.data + i * c.ld * sizeof(floating), 0, line_length(c) * sizeof(floating))
         return
-    if c.col_major:                   # c = op(a) op(b), a and b as stored
-        trans_first = b'N' if a.col_major else b'T'
-        trans_second = b'N' if b.col_major else b'T'
-        if floating is float:
-            sgemm(&trans_first, &trans_second, &m, &n, &k, &one, <float*>a.data, &a.ld,
-                  <float*>b.data, &b.ld, &beta, <float*>c.data, &c.ld)
-        else:
-            dgemm(&trans_first, &trans_second, &m, &n, &k, &one, <double*>a.data, &a.ld,
-                  <double*>b.data, &b.ld, &beta, <double*>c.data, &c.ld)
-    else:                             # cᵀ = op(b) op(a): a row-major x is stored as xᵀ
-        trans_first = b'T' if b.col_major else b'N'
-        trans_second = b'T' if a.col_major else b'N'
-        if floating is float:
-            sgemm(&trans_first, &trans_second, &n, &m, &k, &one, <float*>b.data, &b.ld,
-                  <float*>a.data, &a.ld, &beta, <float*>c.data, &c.ld)
-        else:
-            dgemm(&trans_first, &trans_second, &n, &m, &k, &one, <double*>b.data, &b.ld,
-                  <double*>a.data, &a.ld, &beta, <double*>c.data, &c.ld)
+    if not c.col_major:               # cᵀ = bᵀ aᵀ, and cᵀ is column-major
+        gemm(transposed(b), transposed(a), beta, transposed(c))
+        return
+    # c = op(a) op(b), column-major; a row-major operand is stored as its transpose
+    trans_first = b'N' if a.col_major else b'T'
+    trans_second = b'N' if b.col_major else b'T'
+    if floating is float:
+        sgemm(&trans_first, &trans_second, &m, &n, &k, &one, <float*>a.data, &a.ld,
+              <float*>b.data, &b.ld, &beta, <float*>c.data, &c.ld)
+    else:
+        dgemm(&trans_first, &trans_second, &m, &n, &k, &one, <double*>a.data, &a.ld,
+              <double*>b.data, &b.ld, &beta, <double*>c.data, &c.ld)
 
 
 # Forward epilogue: z = g(z + b) over one line -----------------------------------

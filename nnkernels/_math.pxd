@@ -83,6 +83,10 @@ cdef extern from *:
     double nnk_unkey_d(int64_t i) noexcept nogil
     const double NNK_LN2_HI, NNK_LN2_LO, NNK_LOG2E, NNK_EXP_MIN_ARG_D
     const float NNK_EXP_MIN_ARG_F
+    # the build's ISA level and compile flags, defined by setup.py (each
+    # kernel module exports them as ISA and COMPILE_ARGS)
+    const char* NNK_ISA
+    const char* NNK_CFLAGS
 
 cdef enum:
     LANES = 16   # independent partial results in a reduction (one AVX-512 float vector)

@@ -43,9 +43,7 @@ from nnkernels._math cimport (exp_nonpos, lanes_dot, log_clamped, row_max, row_s
 
 cnp.import_array()
 
-cdef extern from *:
-    const char* NNK_ISA
-    const char* NNK_CFLAGS
+from nnkernels._math cimport NNK_ISA, NNK_CFLAGS
 
 ISA = NNK_ISA.decode()
 COMPILE_ARGS = NNK_CFLAGS.decode()
