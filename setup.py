@@ -17,6 +17,12 @@ lanes so the compiler can vectorise them without reassociating.
 OpenMP is used when the compiler accepts ``-fopenmp`` (or ``/openmp``);
 ``NNKERNELS_DISABLE_OPENMP=1`` builds without it (kernels then run serially
 and ``python -m nnkernels info`` says so).
+
+``NNKERNELS_SANITIZE=address,undefined`` (GCC/Clang) builds every module with
+those sanitizers, unrecoverable, with frame pointers and debug lines, for the
+CI step that runs the tests under them; the runtime has to be preloaded into
+Python (see .ci/run).  ``info`` shows the flags, so a run can prove it used
+such a build.
 """
 
 import os
@@ -87,6 +93,17 @@ class BuildExt(build_ext):
             else:
                 print("nnkernels: the compiler does not accept OpenMP; building serial kernels")
 
+        sanitize = os.environ.get("NNKERNELS_SANITIZE", "").strip()
+        sanitizer_flags = []
+        if sanitize:
+            if msvc:
+                raise SystemExit("NNKERNELS_SANITIZE needs GCC or Clang")
+            # Probed last, after OpenMP, so a probe never links against an
+            # unpreloaded sanitizer runtime.  The optimisation level stays
+            # -O3, so the vectorised loops checked are the ones that ship.
+            sanitizer_flags = [f"-fsanitize={sanitize}", "-fno-sanitize-recover=all",
+                               "-fno-omit-frame-pointer", "-g"]
+
         kept = []
         for ext in self.extensions:
             isa = getattr(ext, "nnk_isa", "baseline")
@@ -94,9 +111,9 @@ class BuildExt(build_ext):
             if isa != "baseline" and (msvc or not _compiler_accepts(cc, isa_flags)):
                 print(f"nnkernels: skipping {ext.name} (compiler lacks {' '.join(isa_flags)})")
                 continue
-            flags = base + isa_flags + openmp_flags
+            flags = base + isa_flags + openmp_flags + sanitizer_flags
             ext.extra_compile_args = flags
-            ext.extra_link_args = list(openmp_flags)
+            ext.extra_link_args = openmp_flags + sanitizer_flags
             ext.define_macros = list(ext.define_macros) + [
                 ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
                 ("NNK_ISA", f'"{isa}"'),
