@@ -19,6 +19,9 @@ import numpy as np
 from . import _dispatch
 from . import _validation as v
 
+INTP_MIN, INTP_MAX = int(np.iinfo(np.intp).min), int(np.iinfo(np.intp).max)
+INTP_BYTES = np.dtype(np.intp).itemsize
+
 _act = _dispatch.activations
 _sm = _dispatch.softmax_losses
 
@@ -130,6 +133,9 @@ def _cross_entropy(logits, target, axis, reduction, weight, ignore_index,
     red = v.reduction_code(reduction)
     eps = v.label_smoothing_value(label_smoothing)
     ignore_index = v.integer(ignore_index, "ignore_index")
+    if not INTP_MIN <= ignore_index <= INTP_MAX:   # compared with intp labels
+        raise ValueError(f"ignore_index must fit in a signed {8 * INTP_BYTES}-bit "
+                         f"integer, got {ignore_index}")
 
     if not isinstance(target, np.ndarray):
         target = np.asarray(target)
@@ -143,6 +149,9 @@ def _cross_entropy(logits, target, axis, reduction, weight, ignore_index,
                 f"probabilities of the logits' shape {logits.shape}; got a float "
                 f"array of shape {target.shape} (cast class labels to an integer dtype)")
         v.same_dtype(("logits", logits), ("target", target))
+        if ignore_index >= 0:   # a class index means nothing here (PyTorch refuses it too)
+            raise ValueError(f"ignore_index must be negative (unused) with class-"
+                             f"probability targets, got {ignore_index}")
     else:
         raise TypeError(f"target must be integer class indices or float probabilities, "
                         f"got dtype {target.dtype}")
@@ -216,7 +225,7 @@ def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out)
             raise ValueError(f"weight of shape {weight.shape} does not broadcast "
                              f"to {x_name}'s shape {x.shape}") from None
         full = full.reshape(shape2)
-        if full.strides[0] == 0:            # the same row for every row: one per column
+        if full.strides[0] == 0 and full.shape[0] > 0:   # one row for every row: per column
             w2 = np.ascontiguousarray(full[0])
         else:
             w2, w_row_stride = np.ascontiguousarray(full), cols
@@ -314,9 +323,11 @@ def _scratch_memory(nbytes):
     needs more and then reused, so a training step allocates nothing."""
     aligned = getattr(_scratch, "aligned", None)
     if aligned is None or aligned.nbytes < nbytes:
-        raw = np.empty(nbytes + 64, np.uint8)
+        # never empty: NumPy gives an empty slice the base's (unaligned) address
+        size = max(nbytes, 64)
+        raw = np.empty(size + 64, np.uint8)
         start = -raw.ctypes.data % 64
-        aligned = _scratch.aligned = raw[start:start + nbytes]
+        aligned = _scratch.aligned = raw[start:start + size]
     return aligned
 
 

@@ -14,11 +14,15 @@ passes of every kernel and the threads of that BLAS (see set_num_threads).
 
 import importlib
 import importlib.util
+import operator
 import os
+
+import numpy as np
 
 from . import _runtime
 
 ISA_LEVELS = _runtime.ISA_LEVELS
+MAX_THREADS = 1024      # set_num_threads' upper bound
 KERNEL_MODULES = ("_activations", "_softmax_losses")   # loaded at import
 LAZY_MODULES = ("_dense",)                              # loaded on first use
 
@@ -137,13 +141,17 @@ def set_num_threads(n):
     process-wide setting of that library, as threadpoolctl would make).
     """
     global _num_threads, _threads_set
-    if isinstance(n, bool) or not isinstance(n, int):
+    if isinstance(n, (bool, np.bool_)):
+        raise TypeError("set_num_threads: n must be an int, got bool")
+    if not isinstance(n, int):
         try:
-            n = n.__index__()
-        except AttributeError:
+            n = operator.index(n)
+        except TypeError:
             raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}") from None
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    if not 1 <= n <= MAX_THREADS:
+        # the upper bound keeps libgomp from failing to create its threads
+        # (which aborts the process) and the count within a C int
+        raise ValueError(f"set_num_threads: n must be between 1 and {MAX_THREADS}, got {n}")
     _num_threads = int(n)
     _threads_set = True
     if _blas_threads_instance is not None:

@@ -174,7 +174,8 @@ cdef inline double ce_index_row(
 ) noexcept nogil:
     cdef floating m = row_max(z, n)
     cdef floating w_t = w[t] if w != NULL else 1
-    cdef floating S = keep * w_t + eps_c * w_sum
+    # the smoothing term only when it is on: 0 * (an infinite weight sum) is NaN
+    cdef floating S = keep * w_t + (eps_c * w_sum if eps_c != 0 else 0)
     # sum_j q_j (z_j - m)
     cdef double qz = keep * w_t * (z[t] - m)
     cdef floating s
@@ -203,6 +204,8 @@ cdef inline double ce_prob_row(
     cdef floating S, s
     cdef double qz
     cdef Py_ssize_t j
+    if n == 0:      # no classes: an empty sum (not S log s = 0 * log 0)
+        return 0
     if w == NULL:
         for j in range(n):
             q[j] = keep * y[j] + eps_c

@@ -5,6 +5,7 @@ call; the messages name the argument, what was expected and what came.
 Everything that reaches compiled code has passed through here.
 """
 
+import numbers
 import operator
 
 import numpy as np
@@ -27,6 +28,10 @@ def float_array(x, name):
                 x = x.astype(np.float64)
     if x.dtype.type not in FLOAT_TYPES:
         raise TypeError(f"{name} must be a float32 or float64 array, got dtype {x.dtype}")
+    if not x.dtype.isnative:
+        # the kernels read machine floats: a byte-swapped array would be garbage
+        raise TypeError(f"{name} must be a float32 or float64 array in native byte "
+                        f"order, got dtype {x.dtype.str}")
     return x
 
 
@@ -80,6 +85,8 @@ def reduction_code(reduction):
 def class_axis(axis, ndim, name="axis"):
     """The class axis of a 1-D or 2-D array as 0 or 1 (1-D arrays are one row)."""
     if type(axis) is not int:
+        if isinstance(axis, (bool, np.bool_)):
+            raise TypeError(f"{name} must be an int, got bool")
         try:
             axis = operator.index(axis)
         except TypeError:
@@ -137,10 +144,10 @@ def probability(x, name):
 def label_smoothing_value(eps):
     if eps == 0.0 and type(eps) in (float, int):
         return 0.0
-    try:
-        eps = float(eps)
-    except (TypeError, ValueError):
-        raise TypeError(f"label_smoothing must be a float, got {type(eps).__name__}") from None
+    # a real number: not a string that float() would parse, not a bool
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"label_smoothing must be a float, got {type(eps).__name__}")
+    eps = float(eps)
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1], got {eps}")
     return eps

@@ -50,6 +50,8 @@ _ACTIVATIONS = (None, "sigmoid", "tanh", "relu")
 def _float_array(name, value):
     """Return ``value`` as a float32 or float64 ndarray, else TypeError."""
     array = np.asarray(value)
+    if not isinstance(value, np.ndarray) and array.dtype.kind in "iub":
+        array = array.astype(np.float64)    # a list of numbers: float64, as NumPy computes
     if array.dtype not in _FLOAT_DTYPES:
         raise TypeError(
             f"{name} must be a float32 or float64 array, got dtype {array.dtype}")
@@ -242,6 +244,9 @@ def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean",
     if (not isinstance(ignore_index, numbers.Integral)
             or isinstance(ignore_index, bool)):
         raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
+    if not -2**63 <= ignore_index < 2**63:     # PyTorch's int64
+        raise ValueError(f"ignore_index must fit in a signed 64-bit integer, "
+                         f"got {ignore_index}")
 
     # Work on an (N, C) view: one sample per row, classes along the last axis.
     z = logits if class_axis == 1 else logits.T
@@ -275,6 +280,8 @@ def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean",
     _check_out(out, logits.shape, dtype)
 
     eps = float(label_smoothing)
+    # PyTorch's eps / C; with no classes there is nothing to spread it over
+    eps_per_class = eps / n_classes if n_classes else 0.0
     # MATH.md's fused softmax + cross-entropy, one row per sample: subtract
     # the row maximum, sum e^(z - max); then p = e^(z - max) / sum and
     # log p = (z - max) - log sum. A NaN (or +inf, or a row of -inf) makes
@@ -284,7 +291,8 @@ def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean",
         exp_shifted = np.exp(shifted)
     sum_exp = np.sum(exp_shifted, axis=1, keepdims=True)
     p = exp_shifted / sum_exp
-    log_sum_exp = np.log(sum_exp)
+    with np.errstate(divide="ignore"):   # log 0 = -inf: rows with no classes
+        log_sum_exp = np.log(sum_exp)
 
     # The loss is a sum of terms (coefficient, per-row loss, gradient). A
     # row loss -sum_c y_c log p_c has the gradient p * sum_c y_c - y
@@ -308,13 +316,17 @@ def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean",
             w_t = (~ignored).astype(dtype)
         else:
             w_t = np.where(ignored, 0.0, weight[t])
-        log_p_t = shifted[rows, t] - log_sum_exp[:, 0]
+        if n_classes:
+            log_p_t = shifted[rows, t] - log_sum_exp[:, 0]
+        else:   # no classes: every row is ignored (checked above), nothing to gather
+            log_p_t = np.zeros(n_samples, dtype)
 
         def nll_gradient(scale):
             # y = w_t one_hot(t), gathered and scattered instead of built
             scaled_w_t = scale * w_t
             grad = p * scaled_w_t[:, None]
-            grad[rows, t] -= scaled_w_t
+            if n_classes:
+                grad[rows, t] -= scaled_w_t
             return grad
 
         # loss_i = (1 - eps) w_t (-log p_t) + (eps / C) sum_c w_c (-log p_c)
@@ -334,13 +346,13 @@ def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean",
 
                 def smoothing_gradient(scale):
                     return p * (scale * np.sum(weight)) - scale * weight
-            terms.append((eps / n_classes, smoothing, smoothing_gradient))
+            terms.append((eps_per_class, smoothing, smoothing_gradient))
         # "mean" divides by the summed weight of the rows not ignored.
         denominator = np.sum(w_t)
     else:
         ignored = np.zeros(n_samples, dtype=bool)
         # y' = (1 - eps) y + eps / C, loss_i = -sum_c w_c y'_c log p_c
-        y = (1.0 - eps) * target + eps / n_classes
+        y = (1.0 - eps) * target + eps_per_class
         if class_axis == 0:
             y = y.T
         weighted_y = y if weight is None else weight * y
@@ -404,10 +416,13 @@ def _elementwise_loss_inputs(input_name, x, target, reduction, out,
     n_columns = x.shape[-1]
     if weight is not None:
         weight = _float_array("weight", weight)
-        if weight.shape not in (x.shape, (n_columns,)):
+        try:    # any shape that broadcasts to the input's, as in PyTorch
+            np.broadcast_to(weight, x.shape)
+        except ValueError:
             raise ValueError(
-                f"weight must have the shape of {input_name} {x.shape} or one "
-                f"value per column ({n_columns},), got weight {weight.shape}")
+                f"weight must broadcast to the shape of {input_name} {x.shape} "
+                f"(e.g. that shape, or one value per column ({n_columns},)), "
+                f"got weight {weight.shape}") from None
     if pos_weight is not None:
         pos_weight = _float_array("pos_weight", pos_weight)
         if pos_weight.shape != (n_columns,):
@@ -449,12 +464,13 @@ def sigmoid_binary_cross_entropy(logits, target, *, reduction="mean",
         w = 1.0
     if pw is None:
         pw = 1.0
-    # log s = -log(1 + e^-z) and log(1 - s) = log sigmoid(-z) = -log(1 + e^z),
-    # evaluated by logaddexp so that neither overflows for large |z|.
-    log_s = -np.logaddexp(0.0, -z)
-    log_one_minus_s = -np.logaddexp(0.0, z)
-    with np.errstate(invalid="ignore"):  # 0 * inf for infinite logits
-        loss = -w * (pw * y * log_s + (1.0 - y) * log_one_minus_s)
+    # With log s = -softplus(-z) and log(1 - s) = -z - softplus(-z), the loss
+    # is w [(1 - y) z + (1 + (pw - 1) y) softplus(-z)]: PyTorch's arrangement,
+    # kept so that infinite logits give PyTorch's results (NaN for a target
+    # strictly between 0 and 1).  softplus by logaddexp, which cannot overflow.
+    softplus_minus_z = np.logaddexp(0.0, -z)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, 0 * inf
+        loss = w * ((1.0 - y) * z + (1.0 + (pw - 1.0) * y) * softplus_minus_z)
     # 1 - s is computed as sigmoid(-z): exact where s rounds to 1.
     s = sigmoid(z)
     one_minus_s = sigmoid(-z)

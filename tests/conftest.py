@@ -50,3 +50,14 @@ def rng(request):
 @pytest.fixture(params=[np.float64, np.float32], ids=["f64", "f32"])
 def dtype(request):
     return np.dtype(request.param)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line: how many fuzz examples (tests/test_fuzz.py) actually ran."""
+    mod = sys.modules.get("_fuzz_strategies")
+    if mod is None or not mod.Counter.total:
+        return
+    c = mod.Counter
+    terminalreporter.write_line(
+        f"fuzz: {c.total} examples over {len(c.per_function)} functions "
+        f"(NNKERNELS_FUZZ_EXAMPLES={os.environ.get('NNKERNELS_FUZZ_EXAMPLES', 'unset: CI default')})")

@@ -1,0 +1,389 @@
+"""Strategies and the oracle of the fuzz suite (tests/test_fuzz.py); not a test module.
+
+A fuzz *case* is a recipe, not arrays: ``Case.build()`` makes a fresh set of
+arguments every time it is called (same values, same memory layout, same
+aliasing between ``out`` and the inputs), so nnkernels, nnkernels.reference
+and the pristine copy used to detect writes to inputs each get their own
+memory and neither implementation can see the other's writes.
+
+Hypothesis draws the structure (function, shapes, dtypes, layouts, options,
+which argument to break and how); the array values come from a NumPy
+generator seeded by a drawn integer, so examples are cheap, thousands of them
+run in seconds, and a failing example is reproducible from what hypothesis
+prints (the seed is part of it).
+
+The generator breaks at most one thing per example and knows which: the case
+carries ``broken`` (argument names, one of which the exception message must
+name) and ``exc`` (the exception class the contract gives). ``broken == ()``
+means a valid call: both implementations must return and agree.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from hypothesis import strategies as st
+
+import nnkernels as nk
+import nnkernels.reference as ref
+from _nkutil import ATOL, EPS, RTOL, sum_factor
+
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+FLOAT_DTYPES = (F64, F32)
+
+# dtypes that are not float32/float64 where a float array is expected: TypeError.
+# "other" is the other float dtype of the call (mixed float32/float64).
+BAD_DTYPES = ("float16", "int32", "int64", "uint8", "bool", "object",
+              "complex128", "complex64", "other")
+LAYOUTS = ("C", "F", "strided", "neg", "unaligned")
+
+
+# ------------------------------------------------------------------ counting
+class Counter:
+    """Examples that actually executed, per function (read by conftest's summary)."""
+    total = 0
+    per_function: dict = {}
+
+    @classmethod
+    def hit(cls, fname):
+        cls.total += 1
+        cls.per_function[fname] = cls.per_function.get(fname, 0) + 1
+
+
+# ------------------------------------------------------------------- values
+def specials(dtype):
+    tiny = 1e-45 if np.dtype(dtype) == F32 else 5e-324     # smallest subnormal
+    sub = 1e-40 if np.dtype(dtype) == F32 else 1e-310      # a mid subnormal
+    return np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, tiny, -tiny, sub, -sub,
+                     0.0, -0.0, 1e4, -1e4, 1.0, -1.0, 0.5], dtype=np.float64)
+
+
+def values(seed, shape, dtype, profile, lo=None, hi=None):
+    """Float values of ``shape`` as ``dtype`` (float32/float64).
+
+    profile: "normal" (N(0, 3)), "wide" (N(0, 1e4): large finite logits),
+    "special" (normal with ~25% of NaN, +-inf, +-1e30, subnormals, +-0, ...).
+    ``lo``/``hi`` clip the finite values (probabilities: [0, 1]).
+    """
+    rng = np.random.default_rng(seed)
+    scale = {"normal": 3.0, "wide": 1e4, "special": 3.0}[profile]
+    v = rng.standard_normal(shape) * scale
+    if lo is not None:
+        v = rng.random(shape) * (hi - lo) + lo
+    if profile == "special" and v.size:
+        sp = specials(dtype)
+        if lo is not None:
+            sp = sp[np.isnan(sp) | ((sp >= lo) & (sp <= hi))]
+        mask = rng.random(shape) < 0.25
+        v = np.where(mask, sp[rng.integers(0, sp.size, size=shape)], v)
+    with np.errstate(over="ignore"):
+        return np.asarray(v).astype(dtype)
+
+
+def bad_dtype_values(seed, shape, kind, dtype):
+    """Values of a forbidden dtype (or the other float dtype: mixed)."""
+    v = values(seed, shape, F64, "normal")
+    if kind == "other":
+        return v.astype(F32 if np.dtype(dtype) == F64 else F64)
+    if kind in ("int32", "int64", "uint8"):
+        return np.abs(np.round(v)).astype(kind)
+    if kind == "bool":
+        return v > 0
+    if kind == "object":
+        return v.astype(object)
+    return v.astype(kind)
+
+
+# ------------------------------------------------------------------- layouts
+def in_layout(vals, kind):
+    """A fresh array holding ``vals`` in memory layout ``kind``."""
+    vals = np.asarray(vals)
+    if vals.ndim == 0 or kind == "C":
+        return np.array(vals, copy=True, order="C")
+    if kind == "F":
+        return np.array(vals, copy=True, order="F")
+    if kind == "strided":
+        steps = (2, 3, 2)[: vals.ndim]
+        big = np.empty(tuple(s * k + 1 for s, k in zip(vals.shape, steps)), vals.dtype)
+        if vals.dtype.kind == "f":
+            big[...] = np.nan               # a wrong read shows up as NaN
+        view = big[tuple(slice(0, s * k, k) for s, k in zip(vals.shape, steps))]
+        view[...] = vals
+        return view
+    if kind == "neg":
+        rev = (slice(None, None, -1),) * vals.ndim
+        return np.array(vals[rev], copy=True)[rev]
+    if kind == "unaligned":                 # data pointer 1 byte off alignment
+        if vals.dtype.kind == "O":
+            return np.array(vals, copy=True)
+        raw = np.empty(vals.nbytes + 1, np.uint8)
+        view = raw[1:].view(vals.dtype).reshape(vals.shape)
+        view[...] = vals
+        return view
+    raise AssertionError(kind)
+
+
+@dataclass
+class Arg:
+    """An array argument: its values (already of the final dtype) and layout."""
+    vals: np.ndarray
+    layout: str = "C"
+
+    def make(self):
+        return in_layout(self.vals, self.layout)
+
+
+@dataclass
+class OutSpec:
+    """How ``out`` is given.
+
+    kind: "none"; "fresh" (own memory, any layout, filled with ``fill``);
+    "same" (the very array of input ``arg``: in place); "shift" (a C-ordered
+    view of one buffer with input ``arg``, offset by ``shift`` elements:
+    partial overlap); "reversed" (``arg`` reversed along every axis: full
+    overlap, other order); bad: "shape", "dtype", "readonly", "list".
+    """
+    kind: str = "none"
+    arg: str | None = None
+    layout: str = "C"
+    shift: int = 0
+    fill: Any = None        # values of a fresh/bad out before the call
+    shape: tuple | None = None
+    dtype: Any = None
+
+
+# --------------------------------------------------------------------- cases
+@dataclass
+class Case:
+    fname: str
+    pos: list                     # positional argument names, in order
+    args: dict                    # name -> Arg or a plain Python value
+    kw: dict = field(default_factory=dict)      # keyword name -> Arg or value
+    out: OutSpec | list | None = None          # OutSpec, or 3 of them (dense_backward)
+    broken: tuple = ()
+    exc: type | tuple = ()
+    tol: dict = field(default_factory=dict)
+    module: Any = None
+
+    def build(self):
+        """Fresh (args, kwargs, named arrays) for one call."""
+        made = {}
+        for name, a in list(self.args.items()) + list(self.kw.items()):
+            made[name] = a.make() if isinstance(a, Arg) else a
+        outs = self.out if isinstance(self.out, list) else [self.out]
+        built_outs = [build_out(o, made, self.args | self.kw) for o in outs]
+        args = [made[n] for n in self.pos]
+        kwargs = {n: made[n] for n in self.kw}
+        if isinstance(self.out, list):
+            kwargs["out"] = tuple(built_outs)
+        elif self.out is not None and self.out.kind != "none":
+            kwargs["out"] = built_outs[0]
+        named = {n: v for n, v in made.items() if isinstance(v, np.ndarray)}
+        for i, o in enumerate(built_outs):
+            if isinstance(o, np.ndarray):
+                named[f"out{i}"] = o
+        return args, kwargs, named
+
+
+def build_out(spec, made, specs):
+    """The out array of ``spec``; may rebind an input in ``made`` (overlaps)."""
+    if spec is None or spec.kind == "none":
+        return None
+    if spec.kind == "fresh":
+        return in_layout(spec.fill, spec.layout)
+    if spec.kind == "same":
+        return made[spec.arg]
+    if spec.kind == "reversed":
+        x = made[spec.arg]
+        return x[(slice(None, None, -1),) * x.ndim]
+    if spec.kind == "shift":
+        # one buffer holds the input (C order) and out, `shift` elements apart
+        x_vals = specs[spec.arg].vals
+        n, s = x_vals.size, spec.shift
+        buf = np.full(n + abs(s), np.nan, x_vals.dtype)
+        xi, oi = (0, s) if s > 0 else (-s, 0)
+        x = buf[xi:xi + n].reshape(x_vals.shape)
+        x[...] = x_vals
+        made[spec.arg] = x
+        return buf[oi:oi + n].reshape(x_vals.shape)
+    if spec.kind in ("shape", "dtype"):
+        return np.zeros(spec.shape, spec.dtype)
+    if spec.kind == "readonly":
+        o = in_layout(spec.fill, spec.layout)
+        o.setflags(write=False)
+        return o
+    if spec.kind == "list":
+        return np.asarray(spec.fill).tolist()
+    raise AssertionError(spec.kind)
+
+
+# -------------------------------------------------------------- comparisons
+def mismatch(got, exp, rtol, atol):
+    """None if ``got`` agrees with ``exp``, else a description.
+
+    Same shape and dtype, NaN at the same places, the same infinities, and
+    finite values within atol + rtol |exp|.
+    """
+    g, e = np.asarray(got), np.asarray(exp)
+    if g.shape != e.shape:
+        return f"shape {g.shape} != {e.shape}"
+    if g.dtype != e.dtype:
+        return f"dtype {g.dtype} != {e.dtype}"
+    if e.dtype.kind != "f":
+        return None if np.array_equal(g, e) else "values differ"
+    g64, e64 = g.astype(np.float64), e.astype(np.float64)
+    gn, en = np.isnan(g64), np.isnan(e64)
+    if not np.array_equal(gn, en):
+        i = np.argwhere(gn != en)[0]
+        return f"NaN pattern differs at {tuple(i)}: got {g64[tuple(i)]}, expected {e64[tuple(i)]}"
+    ginf, einf = np.isinf(g64), np.isinf(e64)
+    if not np.array_equal(ginf, einf) or not np.array_equal(g64[einf], e64[einf]):
+        i = np.argwhere((ginf != einf) | (einf & (g64 != e64)))[0]
+        return f"infinity differs at {tuple(i)}: got {g64[tuple(i)]}, expected {e64[tuple(i)]}"
+    fin = np.isfinite(e64)
+    err = np.abs(g64[fin] - e64[fin])
+    bound = atol + rtol * np.abs(e64[fin])
+    if np.any(err > bound):
+        k = int(np.argmax(err - bound))
+        where = tuple(np.argwhere(fin)[k])
+        return (f"value at {where}: got {g64[where]!r}, expected {e64[where]!r} "
+                f"(|err| {err[k]:.3g} > atol {atol:.3g} + rtol {rtol:.3g} |exp|)")
+    return None
+
+
+def finite_max(*arrays):
+    m = 0.0
+    for a in arrays:
+        if a is None:
+            continue
+        a = np.asarray(a, dtype=np.float64) if np.asarray(a).dtype.kind == "f" else None
+        if a is None or a.size == 0:
+            continue
+        f = np.abs(a[np.isfinite(a)])
+        if f.size:
+            m = max(m, float(f.max()))
+    return m
+
+
+def names_in(msg, names):
+    """Does ``msg`` name one of ``names`` (as a whole word)?"""
+    for w in names:
+        if re.search(r"(?<![A-Za-z0-9_])" + re.escape(w) + r"(?![A-Za-z0-9_])", msg):
+            return True
+    return False
+
+
+def same_state(a, b):
+    """Bit-for-bit the same values (NaN equal to NaN)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.kind == "f":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    if a.dtype.kind == "c":
+        return (bool(np.array_equal(a.real, b.real, equal_nan=True))
+                and bool(np.array_equal(a.imag, b.imag, equal_nan=True)))
+    return bool(np.array_equal(a, b))
+
+
+def call(module, case, args, kwargs):
+    try:
+        return getattr(module, case.fname)(*args, **kwargs), None
+    except Exception as e:  # noqa: BLE001 - every exception is judged below
+        return None, e
+
+
+def check(case):
+    """The oracle: nnkernels and nnkernels.reference on the same fresh arguments."""
+    Counter.hit(case.fname)
+    nk_args, nk_kw, nk_named = case.build()
+    ref_args, ref_kw, ref_named = case.build()
+    _, _, pristine = case.build()
+    with np.errstate(all="ignore"):
+        got, nk_err = call(nk, case, nk_args, nk_kw)
+        exp, ref_err = call(ref, case, ref_args, ref_kw)
+    where = f"{case.fname}: broken={case.broken}"
+
+    if case.broken:
+        assert ref_err is not None, f"{where}: the reference accepted a broken call"
+        assert nk_err is not None, (
+            f"{where}: nnkernels accepted a call the contract refuses "
+            f"(reference: {type(ref_err).__name__}: {ref_err})")
+        assert isinstance(nk_err, case.exc) and type(nk_err) in (
+            TypeError, ValueError, np.exceptions.AxisError), (
+            f"{where}: nnkernels raised {type(nk_err).__name__}: {nk_err}; "
+            f"the contract says {case.exc}")
+        assert names_in(str(nk_err), case.broken), (
+            f"{where}: the message does not name {case.broken}: {nk_err!r}")
+        # checks come before any work: nothing was written
+        for name, arr in nk_named.items():
+            assert same_state(arr, pristine[name]), (
+                f"{where}: nnkernels wrote into {name} before raising {nk_err!r}")
+        return
+
+    if ref_err is not None:
+        raise AssertionError(f"{where}: the reference refused a valid call: "
+                             f"{type(ref_err).__name__}: {ref_err}"
+                             + (f" (nnkernels: {nk_err!r})" if nk_err else
+                                " (nnkernels returned)"))
+    if nk_err is not None:
+        raise AssertionError(f"{where}: nnkernels refused a valid call the reference "
+                             f"accepts: {type(nk_err).__name__}: {nk_err}") from nk_err
+
+    rtol, atol = case.tol["rtol"], case.tol["atol"]
+    loss_atol = case.tol.get("loss_atol", atol)
+    compare_results(where, got, exp, rtol, atol, loss_atol)
+
+    # out= is what comes back, and the inputs are as the reference leaves them
+    check_out_identity(where, case, got, nk_kw.get("out"))
+    for name, arr in nk_named.items():
+        problem = mismatch(arr, ref_named[name], rtol, atol)
+        assert problem is None, f"{where}: after the call, {name}: {problem}"
+        written = [o for k, o in nk_named.items() if k.startswith("out")]
+        if not name.startswith("out") and not any(np.shares_memory(arr, o) for o in written):
+            assert same_state(arr, pristine[name]), f"{where}: nnkernels modified input {name}"
+
+
+def compare_results(where, got, exp, rtol, atol, loss_atol):
+    if isinstance(exp, tuple):
+        assert isinstance(got, tuple) and len(got) == len(exp), (where, type(got))
+        for i, (g, e) in enumerate(zip(got, exp)):
+            if e is None:
+                assert g is None, f"{where}: result {i} should be None"
+                continue
+            is_loss = len(exp) == 2 and i == 0
+            if is_loss and np.ndim(e) == 0:
+                # a 0-d NumPy scalar of the input dtype
+                assert np.ndim(g) == 0 and isinstance(g, (np.generic, np.ndarray)), (
+                    f"{where}: loss is {type(g).__name__}")
+            problem = mismatch(g, e, rtol, loss_atol if is_loss else atol)
+            assert problem is None, f"{where}: result {i}: {problem}"
+        return
+    assert isinstance(got, np.ndarray), f"{where}: got {type(got).__name__}"
+    problem = mismatch(got, exp, rtol, atol)
+    assert problem is None, f"{where}: {problem}"
+
+
+def check_out_identity(where, case, got, out):
+    if out is None:
+        return
+    if isinstance(out, tuple):                      # dense_backward
+        need_x = case.kw.get("need_input_grad", True)
+        for i, (o, g) in enumerate(zip(out, got)):
+            if o is not None and not (i == 2 and not need_x):
+                assert g is o, f"{where}: result {i} is not out[{i}]"
+        return
+    res = got[1] if isinstance(got, tuple) else got
+    assert res is out, f"{where}: the result is not the out= array"
+
+
+def tolerances(dtype, scale=1.0, n=1, rel_factor=1.0):
+    """The suite's tolerances (tests/_nkutil.py): RTOL, and ATOL relative to
+    ``scale``, both widened for results summing ``n`` terms."""
+    dtype = np.dtype(dtype)
+    k = sum_factor(dtype, n)
+    return dict(rtol=RTOL[dtype] * k * rel_factor, atol=ATOL[dtype] * k * scale)
