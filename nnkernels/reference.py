@@ -314,6 +314,8 @@ def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean",
         # weight of each row's class, 0 for the ignored rows
         if weight is None:
             w_t = (~ignored).astype(dtype)
+        elif n_classes == 0:    # every row ignored; no weight to gather
+            w_t = np.zeros(n_samples, dtype)
         else:
             w_t = np.where(ignored, 0.0, weight[t])
         if n_classes:

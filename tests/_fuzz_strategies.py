@@ -222,11 +222,13 @@ def build_out(spec, made, specs):
 
 
 # -------------------------------------------------------------- comparisons
-def mismatch(got, exp, rtol, atol):
+def mismatch(got, exp, rtol, atol, nonfinite_any=False):
     """None if ``got`` agrees with ``exp``, else a description.
 
     Same shape and dtype, NaN at the same places, the same infinities, and
-    finite values within atol + rtol |exp|.
+    finite values within atol + rtol |exp|.  With ``nonfinite_any`` NaN and
+    +-inf count as one class (non-finite at the same places): a BLAS product
+    of non-finite inputs may give either, depending on how it sums.
     """
     g, e = np.asarray(got), np.asarray(exp)
     if g.shape != e.shape:
@@ -236,6 +238,13 @@ def mismatch(got, exp, rtol, atol):
     if e.dtype.kind != "f":
         return None if np.array_equal(g, e) else "values differ"
     g64, e64 = g.astype(np.float64), e.astype(np.float64)
+    if nonfinite_any:
+        gnf, enf = ~np.isfinite(g64), ~np.isfinite(e64)
+        if not np.array_equal(gnf, enf):
+            i = np.argwhere(gnf != enf)[0]
+            return (f"finiteness differs at {tuple(i)}: got {g64[tuple(i)]}, "
+                    f"expected {e64[tuple(i)]}")
+        g64, e64 = np.where(gnf, 0.0, g64), np.where(enf, 0.0, e64)
     gn, en = np.isnan(g64), np.isnan(e64)
     if not np.array_equal(gn, en):
         i = np.argwhere(gn != en)[0]
@@ -336,7 +345,8 @@ def check(case):
 
     rtol, atol = case.tol["rtol"], case.tol["atol"]
     loss_atol = case.tol.get("loss_atol", atol)
-    compare_results(where, got, exp, rtol, atol, loss_atol)
+    compare_results(where, got, exp, rtol, atol, loss_atol,
+                    case.tol.get("nonfinite_any", False))
 
     # out= is what comes back, and the inputs are as the reference leaves them
     check_out_identity(where, case, got, nk_kw.get("out"))
@@ -348,7 +358,7 @@ def check(case):
             assert same_state(arr, pristine[name]), f"{where}: nnkernels modified input {name}"
 
 
-def compare_results(where, got, exp, rtol, atol, loss_atol):
+def compare_results(where, got, exp, rtol, atol, loss_atol, nonfinite_any=False):
     if isinstance(exp, tuple):
         assert isinstance(got, tuple) and len(got) == len(exp), (where, type(got))
         for i, (g, e) in enumerate(zip(got, exp)):
@@ -360,11 +370,11 @@ def compare_results(where, got, exp, rtol, atol, loss_atol):
                 # a 0-d NumPy scalar of the input dtype
                 assert np.ndim(g) == 0 and isinstance(g, (np.generic, np.ndarray)), (
                     f"{where}: loss is {type(g).__name__}")
-            problem = mismatch(g, e, rtol, loss_atol if is_loss else atol)
+            problem = mismatch(g, e, rtol, loss_atol if is_loss else atol, nonfinite_any)
             assert problem is None, f"{where}: result {i}: {problem}"
         return
     assert isinstance(got, np.ndarray), f"{where}: got {type(got).__name__}"
-    problem = mismatch(got, exp, rtol, atol)
+    problem = mismatch(got, exp, rtol, atol, nonfinite_any)
     assert problem is None, f"{where}: {problem}"
 
 
