@@ -800,7 +800,8 @@ def test_fuzz_set_num_threads_bad_values(n):
 def test_fuzz_set_num_threads_good_values(n):
     Counter.hit("set_num_threads")
     nk.set_num_threads(n)
-    assert nk.get_num_threads() == int(n)
+    # a build without OpenMP always runs on one thread
+    assert nk.get_num_threads() == (int(n) if nk.build_info()["openmp"] else 1)
     z = np.linspace(-5, 5, 70000)
     np.testing.assert_allclose(nk.sigmoid(z), ref.sigmoid(z), rtol=1e-12, atol=1e-14)
 
