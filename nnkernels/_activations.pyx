@@ -82,12 +82,14 @@ cdef void map_all(
 
 
 cdef bint same_layout(cnp.ndarray x, cnp.ndarray y):
-    """Same dtype (machine byte order) and shape, and element i at the same
-    place in both."""
+    """Same dtype (machine byte order, aligned) and shape, and element i at
+    the same place in both."""
     cdef int d
     if cnp.PyArray_TYPE(x) != cnp.PyArray_TYPE(y) or cnp.PyArray_NDIM(x) != cnp.PyArray_NDIM(y):
         return False
     if not cnp.PyArray_ISNOTSWAPPED(x) or not cnp.PyArray_ISNOTSWAPPED(y):
+        return False
+    if not cnp.PyArray_ISALIGNED(x) or not cnp.PyArray_ISALIGNED(y):
         return False
     for d in range(cnp.PyArray_NDIM(x)):
         if cnp.PyArray_DIM(x, d) != cnp.PyArray_DIM(y, d):

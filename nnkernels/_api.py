@@ -46,9 +46,7 @@ def _map_checked(op, x, x_name, a, a_name, out):
         v.same_shape(x_name, x, a_name, a)
     out = v.output(out, x.shape, x.dtype)
     result = np.empty(x.shape, x.dtype)
-    # asarray(order="C"), not ascontiguousarray: that one turns 0-d into 1-d
-    ran = _act.apply(op, np.asarray(x, order="C"),
-                     None if a is None else np.asarray(a, order="C"), result,
+    ran = _act.apply(op, v.c_contiguous(x), None if a is None else v.c_contiguous(a), result,
                      _dispatch._num_threads)
     if not ran:
         raise RuntimeError("nnkernels: internal error, validated operands were refused")
@@ -94,10 +92,10 @@ def _softmax_family(op, x, x_name, b, b_name, axis, out):
     ax = v.class_axis(axis, x.ndim)
     out = v.output(out, x.shape, x.dtype)
     out2 = v.as_matrix(out, "out")
-    if not v.element_strides_ok(x2, out2, *(() if b is None else (b,))):
-        x2 = np.ascontiguousarray(x2)
-        b = None if b is None else np.ascontiguousarray(b)
-    if v.overlaps(out2, x2, b):
+    if not v.kernel_layout_ok(x2, *(() if b is None else (b,))):
+        x2 = v.c_contiguous(x2)
+        b = None if b is None else v.c_contiguous(b)
+    if not v.kernel_layout_ok(out2) or v.overlaps(out2, x2, b):
         result = np.empty(x2.shape, x2.dtype)
         _sm.softmax_family(op, x2, b, result, ax, _dispatch._num_threads)
         out2[...] = result
@@ -161,14 +159,14 @@ def _cross_entropy(logits, target, axis, reduction, weight, ignore_index,
         v.same_dtype(("logits", logits), ("weight", weight))
         if weight.shape != (n_classes,):
             raise ValueError(f"weight must have shape ({n_classes},), got {weight.shape}")
-        weight = np.ascontiguousarray(weight)
+        weight = v.c_contiguous(weight)
 
     grad = v.output(out, logits.shape, logits.dtype)
-    if not v.element_strides_ok(logits, target):
-        logits, target = np.ascontiguousarray(logits), np.ascontiguousarray(target)
+    if not v.kernel_layout_ok(logits, target):
+        logits, target = v.c_contiguous(logits), v.c_contiguous(target)
     work = grad
     # a fresh grad cannot overlap anything; a given one is checked
-    if out is not None and (not v.element_strides_ok(grad)
+    if out is not None and (not v.kernel_layout_ok(grad)
                             or v.overlaps(grad, logits, target, weight)):
         work = np.empty(logits.shape, logits.dtype)
     loss_rows = np.empty(n_rows, logits.dtype) if red == 0 else None
@@ -208,8 +206,8 @@ def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out)
     red = v.reduction_code(reduction)
     shape2 = (1, x.size) if x.ndim == 1 else x.shape
     cols = shape2[1]
-    x2 = np.ascontiguousarray(x).reshape(shape2)
-    t2 = np.ascontiguousarray(target).reshape(shape2)
+    x2 = v.c_contiguous(x).reshape(shape2)
+    t2 = v.c_contiguous(target).reshape(shape2)
     if op == _sm.Op.BCE:
         v.probability(x2, x_name)
 
@@ -226,9 +224,9 @@ def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out)
                              f"to {x_name}'s shape {x.shape}") from None
         full = full.reshape(shape2)
         if full.strides[0] == 0 and full.shape[0] > 0:   # one row for every row: per column
-            w2 = np.ascontiguousarray(full[0])
+            w2 = v.c_contiguous(full[0])
         else:
-            w2, w_row_stride = np.ascontiguousarray(full), cols
+            w2, w_row_stride = v.c_contiguous(full), cols
     pw = np.ones(cols, x.dtype)
     if pos_weight is not None:
         pos_weight = v.float_array(pos_weight, "pos_weight")
@@ -236,11 +234,11 @@ def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out)
         if pos_weight.shape != (cols,):
             raise ValueError(f"pos_weight must hold one value per column ({cols},), "
                              f"got shape {pos_weight.shape}")
-        pw = np.ascontiguousarray(pos_weight)
+        pw = v.c_contiguous(pos_weight)
 
     grad = v.output(out, x.shape, x.dtype)
     work = grad
-    if not grad.flags.c_contiguous or v.overlaps(grad, x2, t2, w2, pw):
+    if not (grad.flags.c_contiguous and grad.flags.aligned) or v.overlaps(grad, x2, t2, w2, pw):
         work = np.empty(x.shape, x.dtype)
     loss_out = np.empty(x.shape, x.dtype) if red == 0 else None
     total = _sm.elementwise_loss(op, x2, t2, w2, w_row_stride, pw, red, work.reshape(shape2),
@@ -291,8 +289,8 @@ def _blas_matrix(arr, name):
         raise ValueError(f"{name} must be a 2-D array, got shape {arr.shape}")
     if max(arr.shape) > _BLAS_INT_MAX:
         raise ValueError(f"{name} of shape {arr.shape} exceeds the BLAS's 32-bit sizes")
-    if _dispatch.dense().blas_layout(arr) == _dispatch.dense().Layout.OTHER:
-        arr = np.ascontiguousarray(arr)
+    if not arr.flags.aligned or _dispatch.dense().blas_layout(arr) == _dispatch.dense().Layout.OTHER:
+        arr = v.c_contiguous(arr)
     return arr
 
 
@@ -307,7 +305,7 @@ def _work_array(buffer, inputs, accumulate):
     temporary when `buffer` overlaps an input or another result, or has
     strides gemm cannot take (copied back by the caller)."""
     dense = _dispatch.dense()
-    if not v.overlaps(buffer, *inputs) and (
+    if buffer.flags.aligned and not v.overlaps(buffer, *inputs) and (
             buffer.ndim == 1 and buffer.flags.c_contiguous
             or buffer.ndim == 2 and dense.blas_layout(buffer) != dense.Layout.OTHER):
         return buffer
@@ -350,7 +348,7 @@ def dense_forward(x, w, b=None, activation=None, out=None):
         if b.shape != (w.shape[0],):
             raise ValueError(f"b must have shape ({w.shape[0]},) (out_features of "
                              f"w {w.shape}), got b {b.shape}")
-        b = np.ascontiguousarray(b)
+        b = v.c_contiguous(b)
     out = v.output(out, (x.shape[0], w.shape[0]), x.dtype)
     work = _work_array(out, (x, w, b), False)
     dense.forward(g, x, w, b, work)

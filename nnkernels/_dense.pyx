@@ -48,6 +48,7 @@ from nnkernels._math cimport (activate, activation_grad, row_sum,
 cnp.import_array()
 
 from nnkernels._math cimport NNK_ISA, NNK_CFLAGS
+from nnkernels._entry cimport require_aligned
 
 ISA = NNK_ISA.decode()
 COMPILE_ARGS = NNK_CFLAGS.decode()
@@ -319,6 +320,7 @@ def forward(int g, cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray out):
     """out = g(x wᵀ + b); b is None or a contiguous (out,) array."""
     cdef Matrix mx = matrix_of(x), mw = matrix_of(w), mz = matrix_of(out)
     cdef void* bias = NULL if b is None else cnp.PyArray_DATA(<cnp.ndarray>b)
+    require_aligned((x, w, b, out))
     if cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT32:
         with nogil:
             forward_kernel[float](g, mx, mw, <const float*>bias, mz)
@@ -341,6 +343,7 @@ def backward(int g, cnp.ndarray grad_a, cnp.ndarray x, cnp.ndarray w, object a,
     cdef Matrix gw = matrix_of(grad_w), gx, gz
     cdef Matrix* gx_ptr = NULL
     cdef char* base = <char*>cnp.PyArray_DATA(scratch)
+    require_aligned((grad_a, x, w, a, grad_w, grad_b, grad_x))
     if cnp.PyArray_NBYTES(scratch) < scratch_bytes(g, grad_a) or <size_t>base % 64:
         raise ValueError("nnkernels: internal error, dense scratch too small or unaligned")
     if grad_x is not None:

@@ -140,8 +140,9 @@ def first_outside_unit_interval(cnp.ndarray x):
     """Flat index of the first element of a C-contiguous float32/float64 array
     outside [0, 1] (NaN passes), or -1.  One read of the array, no temporaries."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x), pos
-    if not cnp.PyArray_IS_C_CONTIGUOUS(x):
-        raise ValueError("internal: first_outside_unit_interval needs a C-contiguous array")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(x) or not cnp.PyArray_ISALIGNED(x):
+        raise ValueError("internal: first_outside_unit_interval needs a C-contiguous, "
+                         "aligned array")
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
         with nogil:
             pos = first_outside[float](<const float*>cnp.PyArray_DATA(x), n)

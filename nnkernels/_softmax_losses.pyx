@@ -44,6 +44,7 @@ from nnkernels._math cimport (exp_nonpos, lanes_dot, log_clamped, row_max, row_s
 cnp.import_array()
 
 from nnkernels._math cimport NNK_ISA, NNK_CFLAGS
+from nnkernels._entry cimport require_aligned
 
 ISA = NNK_ISA.decode()
 COMPILE_ARGS = NNK_CFLAGS.decode()
@@ -336,6 +337,7 @@ def softmax_family(int op, cnp.ndarray a, object b, cnp.ndarray out, int class_a
     cdef Py_ssize_t n = cnp.PyArray_DIM(a, class_axis)
     cdef Py_ssize_t n_rows = cnp.PyArray_DIM(a, 1 - class_axis)
     cdef int status
+    require_aligned((a, b, out))
     if b is not None:
         rb = as_rows(<cnp.ndarray>b, class_axis)
     if n == 0 or n_rows == 0:
@@ -373,6 +375,7 @@ def cross_entropy(cnp.ndarray z, cnp.ndarray target, object weight, Py_ssize_t i
     cdef int status
     cdef bint single = cnp.PyArray_TYPE(z) == cnp.NPY_FLOAT32
     cdef double* row_loss
+    require_aligned((z, target, weight, grad, loss_rows))
     if weight is not None:
         w = cnp.PyArray_DATA(<cnp.ndarray>weight)
     if cnp.PyArray_TYPE(target) == cnp.NPY_INTP and cnp.PyArray_NDIM(target) == 1:
@@ -565,6 +568,7 @@ def elementwise_loss(int op, cnp.ndarray x, cnp.ndarray y, cnp.ndarray weight,
     cdef double* row_loss = NULL
     cdef double total = 0, scale = 1.0 / count if reduction == MEAN and count else 1.0
     cdef int status
+    require_aligned((x, y, weight, pos_weight, grad, loss_out))
     if reduction == NONE:
         elem = cnp.PyArray_DATA(<cnp.ndarray>loss_out)
     else:

@@ -106,10 +106,14 @@ def as_matrix(x, name, allow_1d=True):
     raise ValueError(f"{name} must be {expected} array, got shape {x.shape}")
 
 
-def element_strides_ok(*arrays):
-    """Kernels index rows with element strides: every stride a multiple of the itemsize."""
+def kernel_layout_ok(*arrays):
+    """The kernels read machine numbers at element strides: every array
+    aligned for its dtype (NumPy's flag covers the data pointer and every
+    stride that is used) and every stride a multiple of the itemsize."""
     for a in arrays:
-        if a.flags.forc:            # contiguous: nothing to look at
+        if not a.flags.aligned:
+            return False
+        if a.flags.forc:            # contiguous: nothing more to look at
             continue
         size = a.itemsize
         for s in a.strides:
@@ -118,19 +122,30 @@ def element_strides_ok(*arrays):
     return True
 
 
+def c_contiguous(x):
+    """x itself when C-contiguous and aligned, else a C-ordered copy.
+
+    Not np.ascontiguousarray: that returns a misaligned C-contiguous array as
+    it is (a C read of it is undefined behaviour), and turns 0-d into 1-d.
+    """
+    if x.flags.c_contiguous and x.flags.aligned:
+        return x
+    return np.array(x, order="C")
+
+
 def class_indices(target, n_rows, name="target"):
     """Integer class labels (any integer dtype) as a contiguous intp array."""
     if target.ndim != 1 or target.shape[0] != n_rows:
         raise ValueError(f"{name} of class indices must have shape ({n_rows},), "
                          f"got {target.shape}")
-    if target.dtype == np.intp and target.flags.c_contiguous:
+    if target.dtype == np.intp and target.flags.c_contiguous and target.flags.aligned:
         return target
     if target.dtype.kind == "u" and target.itemsize >= np.dtype(np.intp).itemsize:
         too_big = np.flatnonzero(target > np.iinfo(np.intp).max)
         if too_big.size:
             pos = int(too_big[0])
             raise ValueError(f"{name}[{pos}] = {target[pos]} is not a class index")
-    return np.ascontiguousarray(target, dtype=np.intp)
+    return c_contiguous(target.astype(np.intp, copy=False))
 
 
 def probability(x, name):

@@ -958,3 +958,87 @@ def test_regression_sbce_infinite_logits():
     with np.errstate(all="ignore"):
         exp = ref.sigmoid_binary_cross_entropy(z, t, reduction="none")[0]
     np.testing.assert_array_equal(got, exp)
+
+
+# found (UBSan, CI's sanitizer step): an array 1 byte off its dtype's alignment
+#   reached the kernels, which then read and wrote misaligned doubles (undefined
+#   behaviour; a fault where the compiler uses aligned vector loads).  Every
+#   input and out= below is misaligned; the kernels' entry points now refuse a
+#   misaligned array with an "internal error", so a result here also proves the
+#   Python layer copied each one first.
+def _misaligned(arr):
+    arr = np.asarray(arr)
+    raw = np.empty(arr.nbytes + 1, np.uint8)
+    view = raw[1:].view(arr.dtype).reshape(arr.shape)
+    view[...] = arr
+    assert arr.ndim == 0 or arr.size <= 1 or not view.flags.aligned
+    return view
+
+
+def _misaligned_calls(rng, dtype):
+    z = rng.standard_normal((5, 7)).astype(dtype)
+    a = rng.uniform(0.05, 0.95, (5, 7)).astype(dtype)
+    t = rng.uniform(0, 1, (5, 7)).astype(dtype)
+    soft = nk.softmax(rng.standard_normal((5, 7)).astype(dtype))
+    labels = rng.integers(0, 7, 5)
+    w7, w5 = rng.uniform(0.5, 2, 7).astype(dtype), rng.uniform(0.5, 2, 5).astype(dtype)
+    x, w = rng.standard_normal((5, 3)).astype(dtype), rng.standard_normal((7, 3)).astype(dtype)
+    like = np.empty((5, 7), dtype)
+    calls = {   # name -> (args, kwargs, out= arrays or None)
+        "sigmoid": ((z,), {}, like),
+        "relu": ((z,), {}, like),
+        "sigmoid_backward": ((z, a), {}, like),
+        "tanh_backward": ((z, a), {}, like),
+        "relu_backward": ((z, z), {}, like),
+        "softmax": ((z,), {}, like),
+        "log_softmax": ((z.T,), {"axis": 0}, like.T),
+        "softmax_backward": ((z, soft), {}, like),
+        "softmax_cross_entropy": ((z, labels), {"weight": w7, "label_smoothing": 0.1}, like),
+        "softmax_cross_entropy_backward": ((z, soft), {"weight": w7}, like),
+        "sigmoid_binary_cross_entropy": ((z, t), {"weight": w7, "pos_weight": w7,
+                                                  "reduction": "none"}, like),
+        "binary_cross_entropy": ((a, t), {"weight": w7}, like),
+        "mse": ((z, t), {"reduction": "sum"}, like),
+        "dense_forward": ((x, w, w7, "tanh"), {}, like),
+        "dense_backward": ((z, x, w, a, "sigmoid"), {},
+                           (np.empty((7, 3), dtype), np.empty(7, dtype), np.empty((5, 3), dtype))),
+    }
+    return calls
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("fname", sorted(_misaligned_calls(np.random.default_rng(0), F64)))
+def test_regression_misaligned_arrays(fname, dtype):
+    args, kw, out = _misaligned_calls(np.random.default_rng(7), dtype)[fname]
+    expected = getattr(nk, fname)(*args, **kw)
+    labels_too = fname == "softmax_cross_entropy"
+    bad_args = [_misaligned(v) if isinstance(v, np.ndarray) and (v.dtype.kind == "f" or labels_too)
+                else v for v in args]
+    bad_kw = {k: _misaligned(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+    bad_out = (tuple(_misaligned(o) for o in out) if isinstance(out, tuple)
+               else _misaligned(out.T).T if fname == "log_softmax" else _misaligned(out))
+    got = getattr(nk, fname)(*bad_args, **bad_kw, out=bad_out)
+    flat = lambda r: [np.asarray(x) for x in (r if isinstance(r, tuple) else (r,))]
+    for g, e in zip(flat(got), flat(expected)):
+        np.testing.assert_allclose(g, e, rtol=1e-6 if dtype == F32 else 1e-13, atol=0)
+    result_out = got[1] if fname in ("softmax_cross_entropy", "sigmoid_binary_cross_entropy",
+                                     "binary_cross_entropy", "mse") else got
+    if isinstance(bad_out, tuple):
+        assert all(r is o for r, o in zip(result_out, bad_out))
+    else:
+        assert result_out is bad_out
+
+
+def test_regression_misaligned_array_refused_at_the_kernel_entry():
+    from nnkernels import _dispatch
+    z = _misaligned(np.arange(12.0).reshape(3, 4))
+    with pytest.raises(ValueError, match="internal error, a misaligned array"):
+        _dispatch.softmax_losses.softmax_family(_dispatch.softmax_losses.Op.SOFTMAX, z, None,
+                                                np.empty((3, 4)), 1, 1)
+    x = np.ones((2, 4))
+    with pytest.raises(ValueError, match="internal error, a misaligned array"):
+        _dispatch.dense().forward(0, x, z, None, _misaligned(np.empty((2, 3))))
+    # the element-wise fast path declines (returns False) and leaves the work
+    # to the checked path, which copies
+    assert _dispatch.activations.apply(_dispatch.activations.Op.SIGMOID, z, None,
+                                       np.empty((3, 4)), 1) is False
