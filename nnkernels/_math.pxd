@@ -65,9 +65,12 @@ cdef extern from *:
     static const double NNK_LN2_HI = 0.693145751953125;
     static const double NNK_LN2_LO = 1.42860682030941723212e-6;
     static const double NNK_LOG2E = 1.4426950408889634;
-    /* ln of the smallest normal number: below it e**x is returned as 0. */
+    /* ln of the smallest normal number: below it e**x - 1 is returned as -1. */
     static const float NNK_EXP_MIN_ARG_F = -87.33654f;
     static const double NNK_EXP_MIN_ARG_D = -708.3964185322641;
+    /* ln of half the smallest subnormal number: below it e**x rounds to 0. */
+    static const float NNK_EXP_ZERO_ARG_F = -103.97208f;
+    static const double NNK_EXP_ZERO_ARG_D = -745.1332191019412;
     """
     float nnk_pow2_f(int32_t n) noexcept nogil
     double nnk_pow2_d(int32_t n) noexcept nogil
@@ -81,8 +84,8 @@ cdef extern from *:
     int64_t nnk_bits_d(double x) noexcept nogil
     double nnk_from_bits_d(int64_t i) noexcept nogil
     double nnk_unkey_d(int64_t i) noexcept nogil
-    const double NNK_LN2_HI, NNK_LN2_LO, NNK_LOG2E, NNK_EXP_MIN_ARG_D
-    const float NNK_EXP_MIN_ARG_F
+    const double NNK_LN2_HI, NNK_LN2_LO, NNK_LOG2E, NNK_EXP_MIN_ARG_D, NNK_EXP_ZERO_ARG_D
+    const float NNK_EXP_MIN_ARG_F, NNK_EXP_ZERO_ARG_F
     # the build's ISA level and compile flags, defined by setup.py (each
     # kernel module exports them as ISA and COMPILE_ARGS)
     const char* NNK_ISA
@@ -105,10 +108,10 @@ cdef inline floating reduce_ln2(floating x, int32_t* n_out) noexcept nogil:
     cdef int32_t n, n_min
     if floating is float:
         shifter = 12582912.0            # 1.5 * 2**23
-        n_min = -126
+        n_min = -151                    # the smallest subnormal's exponent - 1
     else:
         shifter = 6755399441055744.0    # 1.5 * 2**52
-        n_min = -1022
+        n_min = -1076
     k = x * <floating>NNK_LOG2E + shifter
     nf = k - shifter                    # round(x / ln2) as a float
     if floating is float:
@@ -136,7 +139,7 @@ cdef inline floating expm1_taylor(floating r) noexcept nogil:
 
 
 cdef inline floating pow2_like(floating x, int32_t n) noexcept nogil:
-    """2**n in the type of x (x itself is not used)."""
+    """2**n in the type of x (x itself is not used), n in the normal range."""
     if floating is float:
         return nnk_pow2_f(n)
     else:
@@ -151,12 +154,21 @@ cdef inline bint below_exp_range(floating x) noexcept nogil:
         return x < NNK_EXP_MIN_ARG_D
 
 
+# e**x = (1 + expm1(r)) 2**n, with 2**n applied in two steps: 2**(n + 64),
+# a normal number for every n >= n_min, then the constant 2**-64, exact for
+# normal results and one rounding into the subnormals.  So e**-720 is 1e-313
+# as in NumPy, not 0 (an infinite weight times it is inf, not inf * 0 = NaN),
+# for one multiplication more than a flush to zero.
 cdef inline floating exp_nonpos(floating x) noexcept nogil:
     cdef floating zero = 0, one = 1
     cdef int32_t n
     cdef floating r = reduce_ln2(x, &n)
-    cdef floating p = (one + expm1_taylor(r)) * pow2_like(x, n)
-    return zero if below_exp_range(x) else p
+    cdef floating p = ((one + expm1_taylor(r)) * pow2_like(x, n + 64)
+                       * <floating>5.421010862427522e-20)      # 2**-64
+    if floating is float:
+        return zero if x < NNK_EXP_ZERO_ARG_F else p
+    else:
+        return zero if x < NNK_EXP_ZERO_ARG_D else p
 
 
 # e**x - 1 for x <= 0, without the cancellation of e**x - 1 near 0 --------------
@@ -164,9 +176,9 @@ cdef inline floating exp_nonpos(floating x) noexcept nogil:
 #   for n = 0 (|x| <= ln2/2) the result is the Taylor sum itself.
 cdef inline floating expm1_nonpos(floating x) noexcept nogil:
     cdef floating one = 1
-    cdef int32_t n
+    cdef int32_t n, n_min = -126 if floating is float else -1022
     cdef floating r = reduce_ln2(x, &n)
-    cdef floating scale = pow2_like(x, n)
+    cdef floating scale = pow2_like(x, n if n > n_min else n_min)   # -1 below anyway
     cdef floating q = expm1_taylor(r) * scale + (scale - one)
     return -one if below_exp_range(x) else q
 
@@ -207,12 +219,20 @@ cdef inline floating log_clamped(floating x) noexcept nogil:
 # Activations -------------------------------------------------------------------
 # sigmoid σ(z) = 1 / (1 + e**-z); only e**-|z| <= 1 is formed, so no z overflows:
 #   z >= 0: 1 / (1 + e**-z)        z < 0: e**z / (1 + e**z)
-cdef inline floating sigmoid_of(floating z) noexcept nogil:
+# and σ(-z) = 1 - σ(z) from the same two values, with no cancellation in
+# either tail (1 - σ(z) would round to 0 where σ(-z) is merely tiny).
+cdef inline void sigmoid_pair(floating z, floating* s, floating* s_neg) noexcept nogil:
     cdef floating zero = 0, one = 1
     cdef floating e = exp_nonpos(z if z < zero else -z)   # e**-|z|
     cdef floating r = one / (one + e)
     cdef floating er = e * r           # both sides computed: a select, not a branch
-    return r if z >= zero else er
+    s[0] = r if z >= zero else er
+    s_neg[0] = er if z >= zero else r
+
+cdef inline floating sigmoid_of(floating z) noexcept nogil:
+    cdef floating s, s_neg
+    sigmoid_pair(z, &s, &s_neg)
+    return s
 
 # relu(z) = max(0, z); NaN stays NaN (as torch.relu)
 cdef inline floating relu_of(floating z) noexcept nogil:
@@ -291,36 +311,37 @@ cdef inline floating lanes_sum(floating* acc) noexcept nogil:
     return acc[0] + acc[1]
 
 
-# sum_j (w_j or 1) (x_j - shift), w NULL meaning all ones: the one lane
-# reduction behind row_sum, row_dot and the shifted dot of cross-entropy.  Short
-# rows are summed directly (lanes would cost more than they save).  Inlined
-# with a literal NULL or a zero shift, those terms fold away (x - 0 is exact).
+# sum_j (w_j or 1) ((x_j - shift) - offset), w NULL meaning all ones: the one
+# lane reduction behind row_sum, row_dot and cross-entropy's sum_j q_j log p_j
+# (log p_j = (z_j - max) - log s, in log_softmax's order).  Short rows are
+# summed directly (lanes would cost more than they save).  Inlined with a
+# literal NULL or zero shifts, those terms fold away (x - 0 is exact).
 cdef inline floating lanes_dot(const floating* w, const floating* x, floating shift,
-                               Py_ssize_t n) noexcept nogil:
+                               floating offset, Py_ssize_t n) noexcept nogil:
     cdef floating acc[LANES]
     cdef floating total = 0
     cdef Py_ssize_t b, j, k, body = n - n % LANES
     if n < LANES:
         for j in range(n):
-            total = total + (w[j] if w != NULL else 1) * (x[j] - shift)
+            total = total + (w[j] if w != NULL else 1) * ((x[j] - shift) - offset)
         return total
     for k in range(LANES):
         acc[k] = <floating>0
     for b in range(n // LANES):
         j = b * LANES
         for k in range(LANES):
-            acc[k] = acc[k] + (w[j + k] if w != NULL else 1) * (x[j + k] - shift)
+            acc[k] = acc[k] + (w[j + k] if w != NULL else 1) * ((x[j + k] - shift) - offset)
     for j in range(body, n):
-        acc[j - body] = acc[j - body] + (w[j] if w != NULL else 1) * (x[j] - shift)
+        acc[j - body] = acc[j - body] + (w[j] if w != NULL else 1) * ((x[j] - shift) - offset)
     return lanes_sum(acc)
 
 
 cdef inline floating row_sum(const floating* x, Py_ssize_t n) noexcept nogil:
-    return lanes_dot(<const floating*>NULL, x, 0, n)
+    return lanes_dot(<const floating*>NULL, x, 0, 0, n)
 
 
 cdef inline floating row_dot(const floating* x, const floating* y, Py_ssize_t n) noexcept nogil:
-    return lanes_dot(x, y, 0, n)
+    return lanes_dot(x, y, 0, 0, n)
 
 
 # max over the row, through order-preserving integer keys (exact).  A NaN may

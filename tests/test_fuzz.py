@@ -310,7 +310,9 @@ def cross_entropy_cases(draw, fname):
             kw["ignore_index"] = ii
         labels = rng.integers(0, max(C, 1), size=N) if C else np.zeros(N, np.int64)
         if ii_ok and N and C:                  # some rows ignored
-            labels = np.where(rng.random(N) < 0.3, ii, labels)
+            # object dtype: np.where would wrap an ignore_index of 2**64 - 1 to -1
+            labels = np.asarray(labels, dtype=object)
+            labels[rng.random(N) < 0.3] = ii
         if fault == "labels" and N:
             bad = [v for v in (C, C + 1, C + 1000, -1, -2, -100, info.max, info.min,
                                2**31 - 1, -2**31)
@@ -1042,3 +1044,49 @@ def test_regression_misaligned_array_refused_at_the_kernel_entry():
     # to the checked path, which copies
     assert _dispatch.activations.apply(_dispatch.activations.Op.SIGMOID, z, None,
                                        np.empty((3, 4)), 1) is False
+
+
+# found (long run): an infinite class weight on a row's max class with label
+#   smoothing: the loss's sum_j q_j (z_j - max) took inf * 0 = NaN; PyTorch and
+#   the reference sum -q_j log p_j term by term and give inf
+@pytest.mark.parametrize("target", ["index", "probs"])
+def test_regression_infinite_weight_at_max_class(target):
+    z = np.array([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
+    t = np.array([1, 2]) if target == "index" else ref.softmax(np.zeros((2, 3)))
+    w = np.array([np.inf, 1.0, 0.5])
+    with np.errstate(all="ignore"):
+        exp = ref.softmax_cross_entropy(z, t, weight=w, label_smoothing=0.1, reduction="none")
+    got = nk.softmax_cross_entropy(z, t, weight=w, label_smoothing=0.1, reduction="none")
+    np.testing.assert_array_equal(got[0], exp[0])      # [inf, inf]
+    assert np.isinf(got[0][0])
+    np.testing.assert_array_equal(np.isnan(got[1]), np.isnan(exp[1]))
+
+
+# found (long run): without smoothing, a subnormal weight sum makes "mean"'s
+#   1/denominator inf, and the kernel's smoothing term (inf * eps/C, eps = 0) put
+#   NaN in every gradient element; PyTorch and the reference give [inf, nan]
+def test_regression_overflowing_mean_scale_without_smoothing():
+    z, t, w = np.array([[-1.36, -0.42]]), np.array([1]), np.array([1e4, 5e-324])
+    with np.errstate(all="ignore"):
+        exp = ref.softmax_cross_entropy(z, t, weight=w)
+    got = nk.softmax_cross_entropy(z, t, weight=w)
+    np.testing.assert_array_equal(got[1], exp[1])
+    assert np.isinf(got[1][0, 0])
+
+
+# found (long run, with pos_weight = inf): the kernel's gradient
+#   (1 - y) - (1 + (pw - 1) y) σ(-z) differs from PyTorch's where pw or the
+#   weight is infinite, and rounds σ(z) away for z << 0 (1 - σ(-z) = 0); it is
+#   now (1 - y) σ(z) - pw y σ(-z), each tail exact
+def test_regression_sbce_gradient_tails():
+    z, y = np.array([-100.0, -30.0, 100.0]), np.array([0.0, 0.0, 1.0])
+    got = nk.sigmoid_binary_cross_entropy(z, y, reduction="sum")[1]
+    np.testing.assert_allclose(got, [1 / (1 + np.exp(100.0)), 1 / (1 + np.exp(30.0)),
+                                     -1 / (1 + np.exp(100.0))], rtol=1e-14)
+    pw = np.array([np.inf, np.inf, np.inf])
+    y = np.array([0.0, 0.5, 1.0])
+    z = np.array([1.0, 1.0, 1.0])
+    with np.errstate(all="ignore"):
+        exp = ref.sigmoid_binary_cross_entropy(z, y, pos_weight=pw, reduction="none")[1]
+    got = nk.sigmoid_binary_cross_entropy(z, y, pos_weight=pw, reduction="none")[1]
+    np.testing.assert_array_equal(got, exp)          # [nan, -inf, -inf]
