@@ -289,7 +289,7 @@ def _blas_matrix(arr, name):
         raise ValueError(f"{name} must be a 2-D array, got shape {arr.shape}")
     if max(arr.shape) > _BLAS_INT_MAX:
         raise ValueError(f"{name} of shape {arr.shape} exceeds the BLAS's 32-bit sizes")
-    if not arr.flags.aligned or _dispatch.dense().blas_layout(arr) == _dispatch.dense().Layout.OTHER:
+    if _dispatch.dense().blas_layout(arr) == _dispatch.dense().Layout.OTHER:
         arr = v.c_contiguous(arr)
     return arr
 
@@ -305,8 +305,8 @@ def _work_array(buffer, inputs, accumulate):
     temporary when `buffer` overlaps an input or another result, or has
     strides gemm cannot take (copied back by the caller)."""
     dense = _dispatch.dense()
-    if buffer.flags.aligned and not v.overlaps(buffer, *inputs) and (
-            buffer.ndim == 1 and buffer.flags.c_contiguous
+    if not v.overlaps(buffer, *inputs) and (
+            buffer.ndim == 1 and buffer.flags.c_contiguous and buffer.flags.aligned
             or buffer.ndim == 2 and dense.blas_layout(buffer) != dense.Layout.OTHER):
         return buffer
     return np.array(buffer, order="C") if accumulate else np.empty(buffer.shape, buffer.dtype)

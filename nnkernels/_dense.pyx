@@ -80,10 +80,13 @@ cdef bint lines_fit(Py_ssize_t n_lines, Py_ssize_t length, Py_ssize_t line_strid
 
 
 cpdef Layout blas_layout(cnp.ndarray arr):
-    """ROWS or COLUMNS if gemm can take the 2-D array as it is, else OTHER."""
+    """ROWS or COLUMNS if gemm can take the 2-D array as it is, else OTHER
+    (misaligned memory included: reading it as floats is undefined)."""
     cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(arr)
     cdef Py_ssize_t r = cnp.PyArray_DIM(arr, 0), c = cnp.PyArray_DIM(arr, 1)
     cdef Py_ssize_t s0 = cnp.PyArray_STRIDE(arr, 0), s1 = cnp.PyArray_STRIDE(arr, 1)
+    if not cnp.PyArray_ISALIGNED(arr):
+        return OTHER
     if lines_fit(r, c, s0, s1, item):
         return ROWS
     if lines_fit(c, r, s1, s0, item):
