@@ -269,10 +269,12 @@ cdef inline floating activate(floating z, int g) noexcept nogil:
 
 
 # Hadamard backward, from the layer output a:  dZ = dA ⊙ g'(a) --------------------
-# sigmoid: g' = a (1 - a)
+# sigmoid: g' = a (1 - a), multiplied as (grad a)(1 - a), the reference's order:
+# for an a outside [0, 1] that the caller passed, a (1 - a) alone can overflow
+# (float32, a = 1e20) where the product with a small grad does not
 cdef inline floating sigmoid_grad(floating grad, floating a) noexcept nogil:
     cdef floating one = 1
-    return grad * (a * (one - a))
+    return (grad * a) * (one - a)
 
 # tanh: g' = 1 - a²
 cdef inline floating tanh_grad(floating grad, floating a) noexcept nogil:

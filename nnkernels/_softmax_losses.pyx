@@ -516,7 +516,8 @@ cdef void loss_row(
     const floating* y,        # IN  (n,) targets
     const floating* w,        # IN  (n,) weights
     const floating* pw,       # IN  (n,) pos_weight (BCE_WITH_LOGITS)
-    floating scale,           # IN  gradient factor (1/count for "mean")
+    floating scale,           # IN  gradient factor (1/count for "mean"), applied
+                              #     last: scale * w underflows for a subnormal w
     floating* grad,           # OUT (n,)
     floating* loss,           # OUT (n,) weighted per-element loss
     Py_ssize_t n,
@@ -524,15 +525,15 @@ cdef void loss_row(
     cdef Py_ssize_t j
     if op == BCE_WITH_LOGITS:
         for j in range(n):
-            grad[j] = scale * w[j] * bce_logits_grad(x[j], y[j], pw[j])
+            grad[j] = scale * (w[j] * bce_logits_grad(x[j], y[j], pw[j]))
             loss[j] = w[j] * bce_logits_loss(x[j], y[j], pw[j])
     elif op == BCE:
         for j in range(n):
-            grad[j] = scale * w[j] * bce_grad(x[j], y[j])
+            grad[j] = scale * (w[j] * bce_grad(x[j], y[j]))
             loss[j] = w[j] * bce_loss(x[j], y[j])
     else:
         for j in range(n):
-            grad[j] = scale * w[j] * squared_error_grad(x[j], y[j])
+            grad[j] = scale * (w[j] * squared_error_grad(x[j], y[j]))
             loss[j] = w[j] * squared_error_loss(x[j], y[j])
 
 

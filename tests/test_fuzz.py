@@ -1090,3 +1090,37 @@ def test_regression_sbce_gradient_tails():
         exp = ref.sigmoid_binary_cross_entropy(z, y, pos_weight=pw, reduction="none")[1]
     got = nk.sigmoid_binary_cross_entropy(z, y, pos_weight=pw, reduction="none")[1]
     np.testing.assert_array_equal(got, exp)          # [nan, -inf, -inf]
+
+
+# found (long run): "mean" scales the gradient by 1/n; the kernel formed
+#   scale * w first, which underflows to -0 for w = -5e-324: -0 * -inf gave NaN
+#   where the reference's w * grad / n is inf, and -0 * -1e12 gave 0 where it
+#   is 2.5e-312; the scale is now applied last
+@pytest.mark.parametrize("fname, args, kw, first", [
+    ("sigmoid_binary_cross_entropy", ([[-2.43, 1.0]], [[0.66, 0.5]]),
+     {"pos_weight": np.array([np.inf, 1.0])}, np.inf),
+    ("binary_cross_entropy", ([[0.0, 0.5]], [[1.0, 0.5]]), {}, 5e-324 * 1e12 / 2),
+])
+def test_regression_scale_after_weight(fname, args, kw, first):
+    args = tuple(np.array(a) for a in args)
+    kw = dict(kw, weight=np.array([[-5e-324, 1.0]]))
+    with np.errstate(all="ignore"):
+        exp = getattr(ref, fname)(*args, **kw)[1]
+    got = getattr(nk, fname)(*args, **kw)[1]
+    np.testing.assert_allclose(got, exp, rtol=1e-15)
+    assert got[0, 0] == pytest.approx(first, rel=1e-3, abs=0)
+
+
+# found (long run): sigmoid's g'(a) = a (1 - a) was formed before the product
+#   with grad, and for a float32 a far outside [0, 1] it overflowed
+#   (a = 1e20: -1e40 = -inf) where the reference's (grad a)(1 - a) is -1e20
+def test_regression_sigmoid_grad_order():
+    grad = np.array([[1e-20, 0.5]], dtype=F32)
+    a = np.array([[1e20, 0.25]], dtype=F32)
+    exp = ref.sigmoid_backward(grad, a)
+    assert np.isfinite(exp).all()
+    np.testing.assert_array_equal(nk.sigmoid_backward(grad, a), exp)
+    x, w = np.ones((1, 3), dtype=F32), np.ones((2, 3), dtype=F32)
+    got = nk.dense_backward(grad, x, w, a, "sigmoid")
+    for g, e in zip(got, ref.dense_backward(grad, x, w, a, "sigmoid")):
+        np.testing.assert_allclose(g, e, rtol=1e-6)
