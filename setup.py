@@ -34,7 +34,9 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNEL_SOURCES = ["_activations", "_softmax_losses", "_dense"]
+KERNEL_SOURCES = ["_activations", "_softmax", "_elementwise_losses", "_dense"]
+# compiled once, for the baseline target: they run before any dispatch
+PORTABLE_SOURCES = ["_runtime", "_overlap"]
 IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 
 # level name -> extra flags for GCC/Clang
@@ -131,10 +133,11 @@ def _isa_levels():
 
 
 def _extensions():
-    """Every kernel source once per ISA level, plus the runtime probe."""
+    """Every kernel source once per ISA level, plus the portable modules once."""
     include = [np.get_include()]
     exts = cythonize(
-        [Extension("nnkernels._runtime", ["nnkernels/_runtime.pyx"], include_dirs=include)],
+        [Extension(f"nnkernels.{src}", [f"nnkernels/{src}.pyx"], include_dirs=include)
+         for src in PORTABLE_SOURCES],
         build_dir="build/cython/runtime", compiler_directives=CYTHON_DIRECTIVES, quiet=True)
     for isa in _isa_levels():
         # A separate build_dir per level keeps the generated C of one module

@@ -23,7 +23,8 @@ INTP_MIN, INTP_MAX = int(np.iinfo(np.intp).min), int(np.iinfo(np.intp).max)
 INTP_BYTES = np.dtype(np.intp).itemsize
 
 _act = _dispatch.activations
-_sm = _dispatch.softmax_losses
+_sm = _dispatch.softmax
+_el = _dispatch.elementwise_losses
 
 
 # Element-wise activations ------------------------------------------------------------
@@ -169,12 +170,12 @@ def _cross_entropy(logits, target, axis, reduction, weight, ignore_index,
     if out is not None and (not v.kernel_layout_ok(grad)
                             or v.overlaps(grad, logits, target, weight)):
         work = np.empty(logits.shape, logits.dtype)
-    loss_rows = np.empty(n_rows, logits.dtype) if red == 0 else None
+    loss_rows = np.empty(n_rows, logits.dtype) if red == v.REDUCTIONS["none"] else None
     total = _sm.cross_entropy(logits, target, weight, ignore_index, eps, red, work,
                               loss_rows, ax, _dispatch._num_threads)
     if work is not grad:
         grad[...] = work
-    loss = loss_rows if red == 0 else logits.dtype.type(total)
+    loss = loss_rows if red == v.REDUCTIONS["none"] else logits.dtype.type(total)
     return loss, grad
 
 
@@ -208,7 +209,7 @@ def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out)
     cols = shape2[1]
     x2 = v.c_contiguous(x).reshape(shape2)
     t2 = v.c_contiguous(target).reshape(shape2)
-    if op == _sm.Op.BCE:
+    if op == _el.Op.BCE:
         v.probability(x2, x_name)
 
     w2, w_row_stride = None, 0
@@ -240,13 +241,13 @@ def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out)
     work = grad
     if not (grad.flags.c_contiguous and grad.flags.aligned) or v.overlaps(grad, x2, t2, w2, pw):
         work = np.empty(x.shape, x.dtype)
-    loss_out = np.empty(x.shape, x.dtype) if red == 0 else None
-    total = _sm.elementwise_loss(op, x2, t2, w2, w_row_stride, pw, red, work.reshape(shape2),
+    loss_out = np.empty(x.shape, x.dtype) if red == v.REDUCTIONS["none"] else None
+    total = _el.elementwise_loss(op, x2, t2, w2, w_row_stride, pw, red, work.reshape(shape2),
                                  None if loss_out is None else loss_out.reshape(shape2),
                                  _dispatch._num_threads)
     if work is not grad:
         grad[...] = work
-    loss = loss_out if red == 0 else x.dtype.type(total)
+    loss = loss_out if red == v.REDUCTIONS["none"] else x.dtype.type(total)
     return loss, grad
 
 
@@ -254,19 +255,19 @@ def sigmoid_binary_cross_entropy(logits, target, *, reduction="mean", weight=Non
                                  pos_weight=None, out=None):
     """sigmoid + binary cross-entropy fused: (loss, d loss / d logits), as
     torch.nn.functional.binary_cross_entropy_with_logits."""
-    return _elementwise_loss(_sm.Op.BCE_WITH_LOGITS, logits, "logits", target, reduction,
+    return _elementwise_loss(_el.Op.BCE_WITH_LOGITS, logits, "logits", target, reduction,
                              weight, pos_weight, out)
 
 
 def binary_cross_entropy(probs, target, *, reduction="mean", weight=None, out=None):
     """Binary cross-entropy on probabilities: (loss, d loss / d probs), as
     torch.nn.functional.binary_cross_entropy (logs clamped at -100)."""
-    return _elementwise_loss(_sm.Op.BCE, probs, "probs", target, reduction, weight, None, out)
+    return _elementwise_loss(_el.Op.BCE, probs, "probs", target, reduction, weight, None, out)
 
 
 def mse(pred, target, *, reduction="mean", out=None):
     """Mean squared error: (loss, d loss / d pred), as torch.nn.functional.mse_loss."""
-    return _elementwise_loss(_sm.Op.MSE, pred, "pred", target, reduction, None, None, out)
+    return _elementwise_loss(_el.Op.MSE, pred, "pred", target, reduction, None, None, out)
 
 
 # Dense layer ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from . import _runtime
 
 ISA_LEVELS = _runtime.ISA_LEVELS
 MAX_THREADS = 1024      # set_num_threads' upper bound
-KERNEL_MODULES = ("_activations", "_softmax_losses")   # loaded at import
+KERNEL_MODULES = ("_activations", "_softmax", "_elementwise_losses")   # loaded at import
 LAZY_MODULES = ("_dense",)                              # loaded on first use
 
 
@@ -56,7 +56,7 @@ def _select():
     raise ImportError("nnkernels: no compiled kernel build found")
 
 
-ISA, (activations, softmax_losses) = _select()
+ISA, (activations, softmax, elementwise_losses) = _select()
 ISAS_COMPILED = tuple(isa for isa in ISA_LEVELS if _is_compiled(isa))
 
 _num_threads = max(1, _runtime.omp_max_threads())
@@ -75,50 +75,31 @@ def dense():
 
 
 class _BlasThreads:
-    """The thread controls of the BLAS that scipy.linalg.cython_blas calls.
+    """The thread pools of the BLAS libraries loaded in this process.
 
-    SciPy's wheels link OpenBLAS (symbols prefixed "scipy_"); looking the
-    symbols up through SciPy's own extension finds the very library it
-    loaded.  A BLAS without these controls (a SciPy built on another BLAS)
-    leaves its threads to its own environment variables.
+    threadpoolctl finds SciPy's OpenBLAS (the library scipy.linalg.cython_blas
+    calls) and any other BLAS loaded beside it, such as NumPy's; all of them
+    follow set_num_threads, so no second pool competes for the cores.
     """
 
-    # (prefix, suffix) of the symbols: 32-bit and 64-bit-integer builds
-    _NAMES = (("scipy_openblas", ""), ("openblas", ""), ("scipy_openblas", "64_"),
-              ("openblas", "64_"))
-
     def __init__(self):
-        import ctypes
-        from scipy.linalg import cython_blas
-        self.library = None
-        self._set = self._get = None
-        try:
-            lib = ctypes.CDLL(cython_blas.__file__)
-        except OSError:
-            return
-        for stem, suffix in self._NAMES:
-            try:
-                setter, getter, config = (getattr(lib, f"{stem}_{name}{suffix}") for name in
-                                          ("set_num_threads", "get_num_threads", "get_config"))
-            except AttributeError:
-                continue
-            setter.argtypes, setter.restype = [ctypes.c_int], None
-            getter.argtypes, getter.restype = [], ctypes.c_int
-            config.argtypes, config.restype = [], ctypes.c_char_p
-            self._set, self._get = setter, getter
-            self.library = config().decode(errors="replace").strip()
-            return
+        from scipy.linalg import cython_blas  # noqa: F401  (loads SciPy's BLAS)
+        from threadpoolctl import ThreadpoolController
+        self._pools = ThreadpoolController().select(user_api="blas").lib_controllers
+        first = self._pools[0] if self._pools else None
+        self.library = (None if first is None else
+                        f"{first.internal_api} {first.version} ({first.threading_layer})")
 
     @property
     def controlled(self):
-        return self._set is not None
+        return bool(self._pools)
 
     def set(self, n):
-        if self._set is not None:
-            self._set(n)
+        for pool in self._pools:
+            pool.set_num_threads(n)
 
     def get(self):
-        return self._get() if self._get is not None else None
+        return self._pools[0].get_num_threads() if self._pools else None
 
 
 _blas_threads_instance = None

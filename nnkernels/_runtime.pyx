@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""Facts about the machine and the build that the dispatcher needs.
+"""Facts about the machine and the build that the dispatcher needs, and the
+codes the compiled kernels share with the Python layer.
 
 Compiled once, for the baseline target: it must import on every CPU, since it
 is what decides which of the wider kernel builds the CPU can run.
@@ -67,88 +68,7 @@ def compile_flags():
     return NNK_CFLAGS.decode()
 
 
-cimport numpy as cnp
-cnp.import_array()
+from nnkernels._codes cimport NONE, MEAN, SUM
 
-
-cdef void byte_extent(cnp.ndarray a, char** lo, char** hi) noexcept:
-    """[lo, hi): the bytes an array can touch (NumPy's may_share_memory bounds)."""
-    cdef char* start = <char*>cnp.PyArray_DATA(a)
-    cdef char* end = start
-    cdef Py_ssize_t span
-    cdef int d
-    if cnp.PyArray_SIZE(a) == 0:
-        lo[0] = hi[0] = start
-        return
-    for d in range(cnp.PyArray_NDIM(a)):
-        span = (cnp.PyArray_DIM(a, d) - 1) * cnp.PyArray_STRIDE(a, d)
-        if span < 0:
-            start += span
-        else:
-            end += span
-    lo[0] = start
-    hi[0] = end + cnp.PyArray_ITEMSIZE(a)
-
-
-def overlaps(cnp.ndarray out, *inputs):
-    """True when `out` may share memory with one of the (ndarray or None) inputs.
-
-    The same bounds test as numpy.may_share_memory, without its call overhead
-    (it runs on every call of the public functions that take `out=`).
-    """
-    cdef char* out_lo
-    cdef char* out_hi
-    cdef char* lo
-    cdef char* hi
-    byte_extent(out, &out_lo, &out_hi)
-    for x in inputs:
-        if x is None:
-            continue
-        byte_extent(<cnp.ndarray>x, &lo, &hi)
-        if lo < out_hi and out_lo < hi:
-            return True
-    return False
-
-
-from cython cimport floating
-
-cdef enum:
-    SCAN_BLOCK = 4096
-
-
-cdef Py_ssize_t first_outside(const floating* x, Py_ssize_t n) noexcept nogil:
-    """Index of the first x outside [0, 1] (NaN is not outside), or -1.
-
-    Each block counts its offenders (an integer sum, which vectorises); only a
-    block that has one is searched element by element."""
-    cdef Py_ssize_t b, j, start, stop, bad
-    cdef floating zero = 0, one = 1
-    for b in range((n + SCAN_BLOCK - 1) // SCAN_BLOCK):
-        start = b * SCAN_BLOCK
-        stop = min(start + <Py_ssize_t>SCAN_BLOCK, n)
-        bad = 0
-        for j in range(start, stop):
-            bad += (x[j] < zero) | (x[j] > one)
-        if bad:
-            for j in range(start, stop):
-                if x[j] < zero or x[j] > one:
-                    return j
-    return -1
-
-
-def first_outside_unit_interval(cnp.ndarray x):
-    """Flat index of the first element of a C-contiguous float32/float64 array
-    outside [0, 1] (NaN passes), or -1.  One read of the array, no temporaries."""
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(x), pos
-    if not cnp.PyArray_IS_C_CONTIGUOUS(x) or not cnp.PyArray_ISALIGNED(x):
-        raise ValueError("internal: first_outside_unit_interval needs a C-contiguous, "
-                         "aligned array")
-    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
-        with nogil:
-            pos = first_outside[float](<const float*>cnp.PyArray_DATA(x), n)
-    elif cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64:
-        with nogil:
-            pos = first_outside[double](<const double*>cnp.PyArray_DATA(x), n)
-    else:
-        raise TypeError(f"internal: unsupported dtype {x.dtype}")
-    return pos
+# reduction name -> the code every loss kernel takes
+REDUCTION_CODES = {"none": NONE, "mean": MEAN, "sum": SUM}

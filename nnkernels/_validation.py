@@ -10,10 +10,10 @@ import operator
 
 import numpy as np
 
-from . import _runtime
+from . import _dispatch, _overlap, _runtime
 
 FLOAT_TYPES = (np.float32, np.float64)
-REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}   # the kernels' Reduction codes
+REDUCTIONS = _runtime.REDUCTION_CODES
 
 
 def float_array(x, name):
@@ -71,7 +71,7 @@ def overlaps(out, *inputs):
     Element-wise kernels may write in place over an input with the same
     layout; any other overlap is computed into a temporary first.
     """
-    return _runtime.overlaps(out, *inputs)
+    return _overlap.overlaps(out, *inputs)
 
 
 def reduction_code(reduction):
@@ -150,7 +150,7 @@ def class_indices(target, n_rows, name="target"):
 
 def probability(x, name):
     """x (C-contiguous) in [0, 1] everywhere (NaN passes: it propagates), else ValueError."""
-    pos = _runtime.first_outside_unit_interval(x)
+    pos = _dispatch.elementwise_losses.first_outside_unit_interval(x)
     if pos >= 0:
         index = tuple(int(i) for i in np.unravel_index(pos, x.shape))
         raise ValueError(f"{name} must lie in [0, 1], got {x[index]} at index {index}")

@@ -1035,7 +1035,7 @@ def test_regression_misaligned_array_refused_at_the_kernel_entry():
     from nnkernels import _dispatch
     z = _misaligned(np.arange(12.0).reshape(3, 4))
     with pytest.raises(ValueError, match="internal error, a misaligned array"):
-        _dispatch.softmax_losses.softmax_family(_dispatch.softmax_losses.Op.SOFTMAX, z, None,
+        _dispatch.softmax.softmax_family(_dispatch.softmax.Op.SOFTMAX, z, None,
                                                 np.empty((3, 4)), 1, 1)
     x = np.ones((2, 4))
     with pytest.raises(ValueError, match="internal error, a misaligned array"):

@@ -1,6 +1,6 @@
 # cython: language_level=3
-"""Softmax family and losses: softmax, log_softmax, softmax_backward, fused
-softmax + cross-entropy, and the element-wise binary losses and MSE.
+"""Softmax family and fused softmax + cross-entropy: softmax, log_softmax,
+softmax_backward, softmax_cross_entropy.
 
 Design
 ------
@@ -50,6 +50,7 @@ cnp.import_array()
 
 from nnkernels._math cimport NNK_ISA, NNK_CFLAGS
 from nnkernels._entry cimport require_aligned
+from nnkernels._codes cimport NONE, MEAN, SUM
 
 ISA = NNK_ISA.decode()
 COMPILE_ARGS = NNK_CFLAGS.decode()
@@ -61,14 +62,6 @@ cpdef enum Op:          # operation codes, visible to the Python layer
     SOFTMAX
     LOG_SOFTMAX
     SOFTMAX_BACKWARD
-    BCE_WITH_LOGITS
-    BCE
-    MSE
-
-cpdef enum Reduction:
-    NONE
-    MEAN
-    SUM
 
 
 # A 2-D array seen as n_rows rows of n_classes values: strides in elements.
@@ -456,171 +449,3 @@ cdef void fill_from_doubles(cnp.ndarray dst, const double* src, Py_ssize_t n):
         d = <double*>cnp.PyArray_DATA(dst)
         for i in range(n):
             d[i] = src[i]
-
-
-# Element-wise losses -------------------------------------------------------------
-# Each loss is a pair of pure functions (loss, gradient) of one element; the
-# compiler computes their shared terms once when both are inlined in a loop.
-
-# log1p(x) for 0 <= x <= 1, vectorisable: log1p(x) = 2 atanh(t), t = x / (2 + x)
-# in [0, 1/3], by its series 2 t (1 + t²/3 + t⁴/5 + ...), cut where the next
-# term is below half an ulp (7 terms float32, 16 float64).
-cdef inline floating log1p_unit(floating x) noexcept nogil:
-    cdef floating one = 1, two = 2, t = x / (two + x), u = t * t, p = 0
-    cdef int k, terms = 7 if floating is float else 16
-    for k in range(terms - 1, -1, -1):
-        p = p * u + one / (2 * k + 1)
-    return two * t * p
-
-
-# sigmoid + BCE, PyTorch's binary_cross_entropy_with_logits with pos_weight pw:
-#   loss = (1 - y) z + (1 + (pw - 1) y) softplus(-z),
-#          softplus(-z) = log1p(e**-|z|) + max(-z, 0)       (never overflows)
-#   dloss/dz = (1 - y) σ(z) - pw y σ(-z)                     (pw = 1: σ(z) - y)
-# (the gradient as a difference of the two tails, each exact: no 1 - σ
-# cancellation for z << 0, and 0 * inf only where PyTorch has it too)
-cdef inline floating bce_logits_loss(floating z, floating y, floating pw) noexcept nogil:
-    cdef floating zero = 0, one = 1
-    cdef floating softplus_neg = (log1p_unit(exp_nonpos(z if z < zero else -z))
-                                  + (-z if z < zero else zero))
-    return (one - y) * z + (one + (pw - one) * y) * softplus_neg
-
-cdef inline floating bce_logits_grad(floating z, floating y, floating pw) noexcept nogil:
-    cdef floating one = 1, s, s_neg
-    sigmoid_pair(z, &s, &s_neg)
-    return (one - y) * s - pw * y * s_neg
-
-
-# BCE on probabilities, PyTorch's binary_cross_entropy (logs clamped at -100):
-#   loss = -(y log p + (1 - y) log(1 - p)),  dloss/dp = (p - y) / max(p (1 - p), 1e-12)
-cdef inline floating bce_loss(floating p, floating y) noexcept nogil:
-    cdef floating one = 1
-    return -(y * log_clamped(p) + (one - y) * log_clamped(one - p))
-
-cdef inline floating bce_grad(floating p, floating y) noexcept nogil:
-    cdef floating one = 1, tiny = 1e-12, d = p * (one - p)
-    return (p - y) / (d if d > tiny else tiny)
-
-
-# MSE:  loss = (x - y)²,  dloss/dx = 2 (x - y)
-cdef inline floating squared_error_loss(floating x, floating y) noexcept nogil:
-    return (x - y) * (x - y)
-
-cdef inline floating squared_error_grad(floating x, floating y) noexcept nogil:
-    return 2 * (x - y)
-
-
-cdef void loss_row(
-    int op,
-    const floating* x,        # IN  (n,) predictions / logits / probabilities
-    const floating* y,        # IN  (n,) targets
-    const floating* w,        # IN  (n,) weights
-    const floating* pw,       # IN  (n,) pos_weight (BCE_WITH_LOGITS)
-    floating scale,           # IN  gradient factor (1/count for "mean"), applied
-                              #     last: scale * w underflows for a subnormal w
-    floating* grad,           # OUT (n,)
-    floating* loss,           # OUT (n,) weighted per-element loss
-    Py_ssize_t n,
-) noexcept nogil:
-    cdef Py_ssize_t j
-    if op == BCE_WITH_LOGITS:
-        for j in range(n):
-            grad[j] = scale * (w[j] * bce_logits_grad(x[j], y[j], pw[j]))
-            loss[j] = w[j] * bce_logits_loss(x[j], y[j], pw[j])
-    elif op == BCE:
-        for j in range(n):
-            grad[j] = scale * (w[j] * bce_grad(x[j], y[j]))
-            loss[j] = w[j] * bce_loss(x[j], y[j])
-    else:
-        for j in range(n):
-            grad[j] = scale * (w[j] * squared_error_grad(x[j], y[j]))
-            loss[j] = w[j] * squared_error_loss(x[j], y[j])
-
-
-cdef int elementwise_rows(
-    int op,
-    const floating* x,        # IN  (rows, cols) C-contiguous
-    const floating* y,        # IN  (rows, cols)
-    const floating* w,        # IN  weights, rows w_row_stride apart (0: one per column)
-    Py_ssize_t w_row_stride,
-    const floating* pw,       # IN  (cols,) pos_weight
-    floating scale,
-    floating* grad,           # OUT (rows, cols)
-    floating* elem_loss,      # OUT (rows, cols) per-element loss, or NULL
-    double* row_loss,         # OUT (rows,) row sums of the loss (when elem_loss is NULL)
-    Py_ssize_t rows, Py_ssize_t cols,
-    int n_threads,
-) noexcept nogil:
-    """Returns 0, or -1 when a thread could not allocate its scratch row."""
-    cdef Py_ssize_t i
-    cdef floating* scratch = NULL
-    cdef floating* loss
-    cdef int failed = 0
-    cdef int* failed_flag = &failed
-    with parallel(num_threads=n_threads,
-                  use_threads_if=n_threads > 1 and rows * cols >= PARALLEL_MIN):
-        if elem_loss == NULL:
-            scratch = <floating*>malloc(cols * sizeof(floating))
-            if scratch == NULL:
-                failed_flag[0] = 1
-        if elem_loss != NULL or scratch != NULL:
-            for i in prange(rows, schedule="static"):
-                loss = elem_loss + i * cols if elem_loss != NULL else scratch
-                loss_row(op, x + i * cols, y + i * cols, w + i * w_row_stride, pw, scale,
-                         grad + i * cols, loss, cols)
-                if elem_loss == NULL:
-                    row_loss[i] = row_sum(loss, cols)
-        free(scratch)
-    return -1 if failed else 0
-
-
-def elementwise_loss(int op, cnp.ndarray x, cnp.ndarray y, cnp.ndarray weight,
-                     Py_ssize_t weight_row_stride, cnp.ndarray pos_weight, int reduction,
-                     cnp.ndarray grad, object loss_out, int n_threads):
-    """Element-wise loss over C-contiguous 2-D (rows, cols) arrays of one dtype.
-
-    `weight` holds rows weight_row_stride elements apart (0: one per column)
-    and `pos_weight` one value per column; the caller passes ones where the
-    user gave none.  Fills `grad`; returns the reduced loss (MEAN or SUM) or
-    fills `loss_out` (NONE) and returns None.
-    """
-    cdef Py_ssize_t rows = cnp.PyArray_DIM(x, 0), cols = cnp.PyArray_DIM(x, 1)
-    cdef Py_ssize_t count = rows * cols, i
-    cdef void* elem = NULL
-    cdef double* row_loss = NULL
-    cdef double total = 0, scale = 1.0 / count if reduction == MEAN and count else 1.0
-    cdef int status
-    require_aligned((x, y, weight, pos_weight, grad, loss_out))
-    if reduction == NONE:
-        elem = cnp.PyArray_DATA(<cnp.ndarray>loss_out)
-    else:
-        row_loss = <double*>malloc(max(rows, 1) * sizeof(double))
-        if row_loss == NULL:
-            raise MemoryError("nnkernels: could not allocate the row losses")
-    try:
-        with nogil:
-            if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
-                status = elementwise_rows[float](
-                    op, <const float*>cnp.PyArray_DATA(x), <const float*>cnp.PyArray_DATA(y),
-                    <const float*>cnp.PyArray_DATA(weight), weight_row_stride,
-                    <const float*>cnp.PyArray_DATA(pos_weight), scale,
-                    <float*>cnp.PyArray_DATA(grad), <float*>elem, row_loss, rows, cols,
-                    n_threads)
-            else:
-                status = elementwise_rows[double](
-                    op, <const double*>cnp.PyArray_DATA(x), <const double*>cnp.PyArray_DATA(y),
-                    <const double*>cnp.PyArray_DATA(weight), weight_row_stride,
-                    <const double*>cnp.PyArray_DATA(pos_weight), scale,
-                    <double*>cnp.PyArray_DATA(grad), <double*>elem, row_loss, rows, cols,
-                    n_threads)
-        if status != 0:
-            raise MemoryError("nnkernels: could not allocate scratch rows")
-        if reduction == NONE:
-            return None
-        for i in range(rows):
-            total += row_loss[i]
-        if reduction == MEAN:
-            return total / count if count else NAN
-        return total
-    finally:
-        free(row_loss)

@@ -1,0 +1,10 @@
+# cython: language_level=3
+"""Codes shared by the compiled kernels and the Python layer, defined once.
+
+The Python side reads them from nnkernels._runtime.REDUCTION_CODES.
+"""
+
+cdef enum Reduction:
+    NONE = 0
+    MEAN = 1
+    SUM = 2
