@@ -5,7 +5,28 @@ arguments, releases the GIL and splits large work over OpenMP threads.
 ``nnkernels.reference`` holds the same functions in plain NumPy.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"     # the one place the version is written (pyproject reads it)
+
+
+def _require_compiled_modules():
+    """A clear ImportError when this is a source tree without compiled modules.
+
+    Python finds an unbuilt ``nnkernels/`` folder first when it runs from the
+    repository root, and would otherwise fail with a circular-import message.
+    """
+    import importlib.util
+    import os
+    if importlib.util.find_spec("nnkernels._runtime") is None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        raise ImportError(
+            f"nnkernels is being imported from its source tree ({here}), which has no "
+            "compiled modules. Install it with `pip install .` and use the `nnkernels` "
+            "command, or run Python from another folder (from the repository root the "
+            "source folder shadows the installed package); to work in the source tree, "
+            "build in place with `python setup.py build_ext --inplace`.")
+
+
+_require_compiled_modules()
 
 from ._api import (
     sigmoid, relu, sigmoid_backward, tanh_backward, relu_backward,
