@@ -9,6 +9,7 @@
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -19,6 +20,15 @@ __all__ = ["main"]
 def _nnkernels():
     import nnkernels
     return nnkernels
+
+
+def _version():
+    """The version, read without importing the compiled kernels."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("nnkernels")
+    except PackageNotFoundError:
+        return _nnkernels().__version__
 
 
 def _fail(msg):
@@ -362,8 +372,9 @@ def cmd_check(args):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m nnkernels",
+        prog="nnkernels",
         description="nnkernels command line: benchmarks, build info, gradient self-check.")
+    parser.add_argument("--version", action="version", version=f"nnkernels {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="{bench,info,check}")
 
     p = sub.add_parser(
@@ -405,4 +416,14 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
-    return args.func(args)
+    try:
+        status = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader closed the pipe (`nnkernels check | head`): stop quietly.
+        # stdout goes to devnull so the interpreter's final flush cannot
+        # raise again, and the exit code says the output was cut short.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return status

@@ -11,8 +11,8 @@ Hidden layers are dense + activation (sigmoid, tanh or relu); the output
 layer is dense + softmax cross-entropy. A step is three kinds of calls,
 ``dense_forward``, ``softmax_cross_entropy`` and ``dense_backward``, each
 writing into a buffer made on the first step for a batch size, so that
-every later step of that size allocates no array. The equations are those
-of MATH.md (batch first: x (N, in), w (out, in), z = x wᵀ + b).
+every later step of that size allocates no array. The equations are in
+docs/equations.md (batch first: x (N, in), w (out, in), z = x wᵀ + b).
 """
 
 import numbers

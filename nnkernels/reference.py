@@ -1,8 +1,8 @@
 """Plain NumPy reference implementations of the nnkernels API.
 
 Every function here has the name, signature, defaults and results of its
-compiled counterpart (see API.md) and is written straight from the
-equations of MATH.md, for clarity first, as vectorised NumPy (no Python
+compiled counterpart and is written straight from the equations
+(docs/equations.md), for clarity first, as vectorised NumPy (no Python
 loop over rows). It is the baseline that the tests and the benchmarks
 compare the kernels against.
 
@@ -282,7 +282,7 @@ def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean",
     eps = float(label_smoothing)
     # PyTorch's eps / C; with no classes there is nothing to spread it over
     eps_per_class = eps / n_classes if n_classes else 0.0
-    # MATH.md's fused softmax + cross-entropy, one row per sample: subtract
+    # The fused softmax + cross-entropy, one row per sample: subtract
     # the row maximum, sum e^(z - max); then p = e^(z - max) / sum and
     # log p = (z - max) - log sum. A NaN (or +inf, or a row of -inf) makes
     # its whole row NaN, as in PyTorch.
@@ -296,7 +296,7 @@ def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean",
 
     # The loss is a sum of terms (coefficient, per-row loss, gradient). A
     # row loss -sum_c y_c log p_c has the gradient p * sum_c y_c - y
-    # (MATH.md's p - y, for y_c that sum to one), where y is the row's
+    # (the textbook p - y, for y_c that sum to one), where y is the row's
     # weighted target. The terms are reduced one by one, as PyTorch does, so
     # that a zero "mean" denominator gives the same NaN; each term's
     # gradient function takes its factor `scale` (the coefficient, over the

@@ -129,7 +129,7 @@ def test_matches_reference(dtype, axis, kind, reduction, lay, shape, threads,
                                              axis=axis, reduction=reduction)
     assert_close(loss, rloss, dtype, n=C)
     assert_close(grad, rgrad, dtype, n=C)
-    if kind != "probs":  # and against the closed form of MATH.md
+    if kind != "probs":  # and against the closed form (docs/equations.md)
         eloss, egrad = exact_plain_ce(to_nc(base, axis), tbase)
         if reduction == "mean":
             eloss, egrad = eloss.mean(), egrad / N

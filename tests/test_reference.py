@@ -148,7 +148,7 @@ def test_softmax_1d_and_default_axis(rng):
 
 def test_float32_is_computed_in_float32(rng):
     # The reference is the float32 speed baseline: it must be the float32
-    # NumPy a user would write (MATH.md's formula), not float64 rounded.
+    # NumPy a user would write (the textbook formula), not float64 rounded.
     z = (rng.standard_normal((64, 33)) * 4).astype(np.float32)
     e = np.exp(z - z.max(axis=1, keepdims=True))
     np.testing.assert_array_equal(ref.softmax(z), e / e.sum(axis=1, keepdims=True))
