@@ -104,10 +104,15 @@ def grad_scale(name, x, y, kw):
 
 def loss_scale(name, x, y, kw, reduction):
     """Scale of the rounding error of the loss: the magnitude of the operands
-    (for sigmoid-BCE, |z| cancels in max(z, 0) - z y + log1p(e^-|z|))."""
-    if name != "sigmoid_binary_cross_entropy":
+    (for sigmoid-BCE, |z| cancels in max(z, 0) - z y + log1p(e^-|z|); for
+    BCE on probabilities, 1 - p rounds with an absolute error of one ulp of 1,
+    so log(1 - p) errs by about eps per element however small the loss)."""
+    if name == "sigmoid_binary_cross_entropy":
+        m = np.maximum(1.0, np.abs(np.asarray(x, dtype=np.float64)))
+    elif name == "binary_cross_entropy":
+        m = np.ones(np.shape(x))
+    else:
         return None
-    m = np.maximum(1.0, np.abs(np.asarray(x, dtype=np.float64)))
     for v in kw.values():
         m = m * np.abs(np.asarray(v, dtype=np.float64))
     if m.size == 0:
