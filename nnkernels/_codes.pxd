@@ -8,3 +8,8 @@ cdef enum Reduction:
     NONE = 0
     MEAN = 1
     SUM = 2
+
+
+cdef enum:
+    # elements below which the row-wise loss and softmax kernels wake no threads
+    ROW_PARALLEL_MIN = 32768

@@ -28,13 +28,10 @@ cnp.import_array()
 
 from nnkernels._math cimport NNK_ISA, NNK_CFLAGS
 from nnkernels._entry cimport require_aligned
-from nnkernels._codes cimport NONE, MEAN
+from nnkernels._codes cimport NONE, MEAN, ROW_PARALLEL_MIN as PARALLEL_MIN
 
 ISA = NNK_ISA.decode()
 COMPILE_ARGS = NNK_CFLAGS.decode()
-
-cdef enum:
-    PARALLEL_MIN = 32768    # elements below which threads are not woken
 
 cpdef enum Op:          # operation codes, visible to the Python layer
     BCE_WITH_LOGITS
