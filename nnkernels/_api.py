@@ -136,8 +136,7 @@ def _cross_entropy(logits, target, axis, reduction, weight, ignore_index,
         raise ValueError(f"ignore_index must fit in a signed {8 * INTP_BYTES}-bit "
                          f"integer, got {ignore_index}")
 
-    if not isinstance(target, np.ndarray):
-        target = np.asarray(target)
+    target = v.array(target, "target")
     kind = target.dtype.kind
     if kind in "iu":
         target = v.class_indices(target, n_rows)

@@ -72,11 +72,19 @@ cdef struct Matrix:
 cdef bint lines_fit(Py_ssize_t n_lines, Py_ssize_t length, Py_ssize_t line_stride,
                     Py_ssize_t step, Py_ssize_t itemsize):
     """n_lines lines of `length` contiguous items, line_stride bytes apart
-    without overlapping, a stride BLAS can take as its leading dimension."""
+    without overlapping, a stride BLAS can take as its leading dimension;
+    lines with gaps between them also span at most INT_MAX items."""
+    cdef Py_ssize_t ld
     if length > 1 and step != itemsize:
         return False
-    return n_lines <= 1 or (line_stride > 0 and line_stride % itemsize == 0
-                            and length <= line_stride // itemsize <= INT_MAX)
+    if n_lines <= 1:
+        return True
+    if line_stride <= 0 or line_stride % itemsize:
+        return False
+    ld = line_stride // itemsize
+    # gaps between the lines: the span ld (n_lines - 1) + length must fit the
+    # BLAS's int too (OpenBLAS's small-matrix kernels compute it in 32 bits)
+    return length <= ld <= INT_MAX and (ld == length or (n_lines - 1) * ld + length <= INT_MAX)
 
 
 cpdef Layout blas_layout(cnp.ndarray arr):

@@ -9,8 +9,10 @@ gradient; the loop over a row inlines both, so the compiler computes their
 shared terms once and vectorises the row.  The Python layer hands over
 C-contiguous (rows, cols) views: a 1-D input is one row, and a weight with
 one value per column is read with row stride 0 instead of being broadcast
-into a full array.  Per-row loss sums go to a buffer and are added after the
-parallel loop, so the loss does not depend on the thread count.
+into a full array.  Rows are cut into chunks of LOSS_CHUNK values, the unit
+of work of the threads; each chunk's loss sum goes to a buffer and the sums
+are added in double after the parallel loop, so the loss does not depend on
+the thread count and its error does not grow with the input's length.
 
 binary_cross_entropy requires probabilities in [0, 1]; the range is checked
 by one compiled scan (first_outside_unit_interval) before the kernel runs.
@@ -18,7 +20,7 @@ by one compiled scan (first_outside_unit_interval) before the kernel runs.
 
 cimport numpy as cnp
 from cython cimport floating
-from cython.parallel cimport prange, parallel
+from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport NAN
 from libc.stdlib cimport malloc, free
 
@@ -114,6 +116,16 @@ cdef void loss_row(
             loss[j] = w[j] * squared_error_loss(x[j], y[j])
 
 
+cdef enum:
+    # values of a row per work item: a long row (a 1-D input is one row) is
+    # split so that it runs on every thread and its scratch stays in L1
+    LOSS_CHUNK = 4096
+
+
+cdef inline Py_ssize_t chunks_per_row(Py_ssize_t cols) noexcept nogil:
+    return (cols + LOSS_CHUNK - 1) // LOSS_CHUNK
+
+
 cdef int elementwise_rows(
     int op,
     const floating* x,        # IN  (rows, cols) C-contiguous
@@ -124,31 +136,36 @@ cdef int elementwise_rows(
     floating scale,
     floating* grad,           # OUT (rows, cols)
     floating* elem_loss,      # OUT (rows, cols) per-element loss, or NULL
-    double* row_loss,         # OUT (rows,) row sums of the loss (when elem_loss is NULL)
+    double* chunk_loss,       # OUT (rows * chunks_per_row(cols),) loss sums of the
+                              #     chunks, row by row (when elem_loss is NULL)
     Py_ssize_t rows, Py_ssize_t cols,
     int n_threads,
 ) noexcept nogil:
-    """Returns 0, or -1 when a thread could not allocate its scratch row."""
-    cdef Py_ssize_t i
+    """Returns 0, or -1 when the scratch could not be allocated."""
+    cdef Py_ssize_t chunks = chunks_per_row(cols), item, i, start, length
     cdef floating* scratch = NULL
+    cdef floating* mine
     cdef floating* loss
-    cdef int failed = 0
-    cdef int* failed_flag = &failed
-    with parallel(num_threads=n_threads,
-                  use_threads_if=n_threads > 1 and rows * cols >= PARALLEL_MIN):
-        if elem_loss == NULL:
-            scratch = <floating*>malloc(cols * sizeof(floating))
-            if scratch == NULL:
-                failed_flag[0] = 1
-        if elem_loss != NULL or scratch != NULL:
-            for i in prange(rows, schedule="static"):
-                loss = elem_loss + i * cols if elem_loss != NULL else scratch
-                loss_row(op, x + i * cols, y + i * cols, w + i * w_row_stride, pw, scale,
-                         grad + i * cols, loss, cols)
-                if elem_loss == NULL:
-                    row_loss[i] = row_sum(loss, cols)
-        free(scratch)
-    return -1 if failed else 0
+    cdef int team = n_threads if n_threads < rows * chunks else <int>max(rows * chunks, 1)
+    if elem_loss == NULL:
+        # allocated before the team starts (see nnkernels._rows)
+        scratch = <floating*>malloc(<size_t>team * LOSS_CHUNK * sizeof(floating))
+        if scratch == NULL:
+            return -1
+    with parallel(num_threads=team, use_threads_if=team > 1 and rows * cols >= PARALLEL_MIN):
+        mine = scratch + threadid() * LOSS_CHUNK if scratch != NULL else NULL
+        for item in prange(rows * chunks, schedule="static"):
+            i = item // chunks
+            start = (item - i * chunks) * LOSS_CHUNK
+            length = min(<Py_ssize_t>LOSS_CHUNK, cols - start)
+            loss = elem_loss + i * cols + start if elem_loss != NULL else mine
+            loss_row(op, x + i * cols + start, y + i * cols + start,
+                     w + i * w_row_stride + start, pw + start, scale,
+                     grad + i * cols + start, loss, length)
+            if elem_loss == NULL:
+                chunk_loss[item] = row_sum(loss, length)
+    free(scratch)
+    return 0
 
 
 def elementwise_loss(int op, cnp.ndarray x, cnp.ndarray y, cnp.ndarray weight,
@@ -162,17 +179,17 @@ def elementwise_loss(int op, cnp.ndarray x, cnp.ndarray y, cnp.ndarray weight,
     fills `loss_out` (NONE) and returns None.
     """
     cdef Py_ssize_t rows = cnp.PyArray_DIM(x, 0), cols = cnp.PyArray_DIM(x, 1)
-    cdef Py_ssize_t count = rows * cols, i
+    cdef Py_ssize_t count = rows * cols, i, n_items = rows * chunks_per_row(cols)
     cdef void* elem = NULL
-    cdef double* row_loss = NULL
+    cdef double* chunk_loss = NULL
     cdef double total = 0, scale = 1.0 / count if reduction == MEAN and count else 1.0
     cdef int status
     require_aligned((x, y, weight, pos_weight, grad, loss_out))
     if reduction == NONE:
         elem = cnp.PyArray_DATA(<cnp.ndarray>loss_out)
     else:
-        row_loss = <double*>malloc(max(rows, 1) * sizeof(double))
-        if row_loss == NULL:
+        chunk_loss = <double*>malloc(max(n_items, 1) * sizeof(double))
+        if chunk_loss == NULL:
             raise MemoryError("nnkernels: could not allocate the row losses")
     try:
         with nogil:
@@ -181,26 +198,26 @@ def elementwise_loss(int op, cnp.ndarray x, cnp.ndarray y, cnp.ndarray weight,
                     op, <const float*>cnp.PyArray_DATA(x), <const float*>cnp.PyArray_DATA(y),
                     <const float*>cnp.PyArray_DATA(weight), weight_row_stride,
                     <const float*>cnp.PyArray_DATA(pos_weight), scale,
-                    <float*>cnp.PyArray_DATA(grad), <float*>elem, row_loss, rows, cols,
+                    <float*>cnp.PyArray_DATA(grad), <float*>elem, chunk_loss, rows, cols,
                     n_threads)
             else:
                 status = elementwise_rows[double](
                     op, <const double*>cnp.PyArray_DATA(x), <const double*>cnp.PyArray_DATA(y),
                     <const double*>cnp.PyArray_DATA(weight), weight_row_stride,
                     <const double*>cnp.PyArray_DATA(pos_weight), scale,
-                    <double*>cnp.PyArray_DATA(grad), <double*>elem, row_loss, rows, cols,
+                    <double*>cnp.PyArray_DATA(grad), <double*>elem, chunk_loss, rows, cols,
                     n_threads)
         if status != 0:
             raise MemoryError("nnkernels: could not allocate scratch rows")
         if reduction == NONE:
             return None
-        for i in range(rows):
-            total += row_loss[i]
+        for i in range(n_items):
+            total += chunk_loss[i]
         if reduction == MEAN:
             return total / count if count else NAN
         return total
     finally:
-        free(row_loss)
+        free(chunk_loss)
 
 
 # Range check of binary_cross_entropy's probabilities -----------------------------

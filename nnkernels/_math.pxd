@@ -93,6 +93,7 @@ cdef extern from *:
 
 cdef enum:
     LANES = 16   # independent partial results in a reduction (one AVX-512 float vector)
+    SUM_BLOCK = 1024   # values per block of a blocked sum (a multiple of LANES)
 
 # e**x for x <= 0 ------------------------------------------------------------
 #   x = n ln2 + r, n = round(x / ln2), |r| <= ln2 / 2   =>   e**x = 2**n * e**r
@@ -315,34 +316,40 @@ cdef inline floating lanes_sum(floating* acc) noexcept nogil:
 
 # sum_j (w_j or 1) ((x_j - shift) - offset), w NULL meaning all ones: the one
 # lane reduction behind row_sum, row_dot and cross-entropy's sum_j q_j log p_j
-# (log p_j = (z_j - max) - log s, in log_softmax's order).  Short rows are
-# summed directly (lanes would cost more than they save).  Inlined with a
+# (log p_j = (z_j - max) - log s, in log_softmax's order).  Inlined with a
 # literal NULL or zero shifts, those terms fold away (x - 0 is exact).
-cdef inline floating lanes_dot(const floating* w, const floating* x, floating shift,
-                               floating offset, Py_ssize_t n) noexcept nogil:
+#
+# Blocked summation: each block of SUM_BLOCK values is summed in LANES
+# partial results of the row's type (the vectorised loop), and the block sums
+# are added in double.  A float32 lane so adds at most SUM_BLOCK / LANES
+# values, so the error is at most about (SUM_BLOCK / LANES + 5) u sum_j |term_j|
+# (u the unit roundoff: 2**-24 for float32) for a row of any length, where one
+# running float32 sum would lose every addend once it passes 2**24 of them.
+# Short rows are summed directly in double.
+cdef inline double lanes_dot(const floating* w, const floating* x, floating shift,
+                             floating offset, Py_ssize_t n) noexcept nogil:
     cdef floating acc[LANES]
-    cdef floating total = 0
-    cdef Py_ssize_t b, j, k, body = n - n % LANES
-    if n < LANES:
-        for j in range(n):
-            total = total + (w[j] if w != NULL else 1) * ((x[j] - shift) - offset)
-        return total
-    for k in range(LANES):
-        acc[k] = <floating>0
-    for b in range(n // LANES):
-        j = b * LANES
+    cdef double total = 0
+    cdef Py_ssize_t blk, start, b, j, k, body = n - n % LANES
+    for blk in range((body + SUM_BLOCK - 1) // SUM_BLOCK):
+        start = blk * SUM_BLOCK
         for k in range(LANES):
-            acc[k] = acc[k] + (w[j + k] if w != NULL else 1) * ((x[j + k] - shift) - offset)
+            acc[k] = <floating>0
+        for b in range(min(<Py_ssize_t>SUM_BLOCK, body - start) // LANES):
+            j = start + b * LANES
+            for k in range(LANES):
+                acc[k] = acc[k] + (w[j + k] if w != NULL else 1) * ((x[j + k] - shift) - offset)
+        total += lanes_sum(acc)
     for j in range(body, n):
-        acc[j - body] = acc[j - body] + (w[j] if w != NULL else 1) * ((x[j] - shift) - offset)
-    return lanes_sum(acc)
+        total += (w[j] if w != NULL else 1) * ((x[j] - shift) - offset)
+    return total
 
 
-cdef inline floating row_sum(const floating* x, Py_ssize_t n) noexcept nogil:
+cdef inline double row_sum(const floating* x, Py_ssize_t n) noexcept nogil:
     return lanes_dot(<const floating*>NULL, x, 0, 0, n)
 
 
-cdef inline floating row_dot(const floating* x, const floating* y, Py_ssize_t n) noexcept nogil:
+cdef inline double row_dot(const floating* x, const floating* y, Py_ssize_t n) noexcept nogil:
     return lanes_dot(x, y, 0, 0, n)
 
 

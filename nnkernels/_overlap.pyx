@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Whether an output buffer can share memory with an input.
+"""Whether an output buffer can share memory with an input, or with itself.
 
 Compiled once, for the baseline target: it runs on every call of the
 public functions that take `out=`, before any kernel, and needs no wide
@@ -46,4 +46,39 @@ def overlaps(cnp.ndarray out, *inputs):
         byte_extent(<cnp.ndarray>x, &lo, &hi)
         if lo < out_hi and out_lo < hi:
             return True
+    return False
+
+
+def overlaps_itself(cnp.ndarray a):
+    """False when every element of `a` has its own bytes; True when two may share.
+
+    Sufficient, the test NumPy applies first: with the axes sorted by
+    |stride|, each stride must step past everything the smaller ones reach.
+    Layouts that interleave their axes without touching fail it too and are
+    reported; no array NumPy itself creates does.
+    """
+    cdef int nd = cnp.PyArray_NDIM(a), d, j, k, best
+    cdef Py_ssize_t reach = cnp.PyArray_ITEMSIZE(a), s
+    cdef Py_ssize_t strides[64]     # NumPy's most dimensions
+    cdef Py_ssize_t dims[64]     # NumPy's most dimensions
+    cdef bint used[64]     # NumPy's most dimensions
+    if cnp.PyArray_SIZE(a) <= 1 or cnp.PyArray_ISCONTIGUOUS(a) or cnp.PyArray_ISFORTRAN(a):
+        return False
+    k = 0
+    for d in range(nd):
+        if cnp.PyArray_DIM(a, d) > 1:
+            s = cnp.PyArray_STRIDE(a, d)
+            strides[k] = s if s >= 0 else -s
+            dims[k] = cnp.PyArray_DIM(a, d)
+            used[k] = False
+            k += 1
+    for d in range(k):              # selection order, smallest |stride| first
+        best = -1
+        for j in range(k):
+            if not used[j] and (best < 0 or strides[j] < strides[best]):
+                best = j
+        used[best] = True
+        if strides[best] < reach:
+            return True
+        reach += strides[best] * (dims[best] - 1)
     return False

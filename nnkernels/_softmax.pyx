@@ -39,7 +39,7 @@ loss does not depend on the thread count.
 
 cimport numpy as cnp
 from cython cimport floating
-from cython.parallel cimport prange, parallel
+from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport fabs, log, INFINITY, NAN
 from libc.stdlib cimport malloc, free
 
@@ -51,6 +51,8 @@ cnp.import_array()
 from nnkernels._math cimport NNK_ISA, NNK_CFLAGS
 from nnkernels._entry cimport require_aligned
 from nnkernels._codes cimport NONE, MEAN, SUM, ROW_PARALLEL_MIN as PARALLEL_MIN
+from nnkernels._rows cimport (Rows, as_rows, read_row, write_row, flush_row,
+                              thread_scratch)
 
 ISA = NNK_ISA.decode()
 COMPILE_ARGS = NNK_CFLAGS.decode()
@@ -59,53 +61,6 @@ cpdef enum Op:          # operation codes, visible to the Python layer
     SOFTMAX
     LOG_SOFTMAX
     SOFTMAX_BACKWARD
-
-
-# A 2-D array seen as n_rows rows of n_classes values: strides in elements.
-cdef struct Rows:
-    char* data
-    Py_ssize_t row_stride
-    Py_ssize_t class_stride     # 1: a row is contiguous and used in place
-
-
-cdef Rows as_rows(cnp.ndarray a, int class_axis):
-    cdef Rows r
-    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(a)
-    r.data = <char*>cnp.PyArray_DATA(a)
-    r.row_stride = cnp.PyArray_STRIDE(a, 1 - class_axis) // size
-    r.class_stride = cnp.PyArray_STRIDE(a, class_axis) // size
-    return r
-
-
-cdef inline floating* row_ptr(Rows a, Py_ssize_t i, floating* kind) noexcept nogil:
-    return (<floating*>a.data) + i * a.row_stride
-
-
-# A row to read: in place when contiguous, else gathered into `scratch`.
-cdef inline const floating* read_row(Rows a, Py_ssize_t i, Py_ssize_t n,
-                                     floating* scratch) noexcept nogil:
-    cdef floating* p = row_ptr(a, i, scratch)
-    cdef Py_ssize_t j
-    if a.class_stride == 1:
-        return p
-    for j in range(n):
-        scratch[j] = p[j * a.class_stride]
-    return scratch
-
-
-# Where to write a row: in place when contiguous, else `scratch` (see flush_row).
-cdef inline floating* write_row(Rows a, Py_ssize_t i, floating* scratch) noexcept nogil:
-    return row_ptr(a, i, scratch) if a.class_stride == 1 else scratch
-
-
-cdef inline void flush_row(Rows a, Py_ssize_t i, Py_ssize_t n,
-                           const floating* row) noexcept nogil:
-    cdef floating* p
-    cdef Py_ssize_t j
-    if a.class_stride != 1:
-        p = row_ptr(a, i, <floating*>row)
-        for j in range(n):
-            p[j * a.class_stride] = row[j]
 
 
 # Row kernels ---------------------------------------------------------------------
@@ -229,6 +184,20 @@ cdef inline double ce_prob_row(
 
 
 # Drivers -------------------------------------------------------------------------
+# Scratch slot k of one thread's scratch rows, or NULL for k < 0 (no slot:
+# that operand's rows are contiguous and used in place).
+cdef inline floating* slot(floating* mine, int k, Py_ssize_t n) noexcept nogil:
+    return mine + k * n if k >= 0 else NULL
+
+
+# The next free scratch slot for an operand, or -1 when it needs none.
+cdef inline int take_slot(bint needed, int* n_slots) noexcept nogil:
+    if not needed:
+        return -1
+    n_slots[0] += 1
+    return n_slots[0] - 1
+
+
 cdef int softmax_rows(
     int op,
     Rows a,                   # IN  z (SOFTMAX, LOG_SOFTMAX) or grad (SOFTMAX_BACKWARD)
@@ -238,33 +207,36 @@ cdef int softmax_rows(
     int n_threads,
     floating* kind,
 ) noexcept nogil:
-    """Returns 0, or -1 when a thread could not allocate its scratch rows."""
+    """Returns 0, or -1 when the scratch rows could not be allocated."""
     cdef Py_ssize_t i
-    cdef floating* scratch = NULL
+    cdef int failed = 0, n_slots = 0
+    cdef int slot_a = take_slot(a.class_stride != 1, &n_slots)
+    cdef int slot_b = take_slot(op == SOFTMAX_BACKWARD and b.class_stride != 1, &n_slots)
+    cdef int slot_out = take_slot(out.class_stride != 1, &n_slots)
+    cdef int team = n_threads if n_threads < n_rows else <int>max(n_rows, 1)
+    cdef floating* scratch = <floating*>thread_scratch(team, n_slots, n,
+                                                       sizeof(floating), &failed)
+    cdef floating* mine
     cdef const floating* x
     cdef const floating* y
     cdef floating* o
-    cdef int failed = 0
-    cdef int* failed_flag = &failed    # written through a pointer: shared by the threads
-    with parallel(num_threads=n_threads,
-                  use_threads_if=n_threads > 1 and n_rows * n >= PARALLEL_MIN):
-        scratch = <floating*>malloc(3 * n * sizeof(floating))
-        if scratch == NULL:
-            failed_flag[0] = 1
-        else:
-            for i in prange(n_rows, schedule="static"):
-                x = read_row(a, i, n, scratch)
-                o = write_row(out, i, scratch + 2 * n)
-                if op == SOFTMAX:
-                    softmax_row(x, o, n)
-                elif op == LOG_SOFTMAX:
-                    log_softmax_row(x, o, n)
-                else:
-                    y = read_row(b, i, n, scratch + n)
-                    softmax_backward_row(x, y, o, n)
-                flush_row(out, i, n, o)
-            free(scratch)
-    return -1 if failed else 0
+    if failed:
+        return -1
+    with parallel(num_threads=team, use_threads_if=team > 1 and n_rows * n >= PARALLEL_MIN):
+        mine = scratch + threadid() * n_slots * n if scratch != NULL else NULL
+        for i in prange(n_rows, schedule="static"):
+            x = read_row(a, i, n, slot(mine, slot_a, n))
+            o = write_row(out, i, slot(mine, slot_out, n))
+            if op == SOFTMAX:
+                softmax_row(x, o, n)
+            elif op == LOG_SOFTMAX:
+                log_softmax_row(x, o, n)
+            else:
+                y = read_row(b, i, n, slot(mine, slot_b, n))
+                softmax_backward_row(x, y, o, n)
+            flush_row(out, i, n, o)
+    free(scratch)
+    return 0
 
 
 cdef int cross_entropy_rows(
@@ -279,38 +251,44 @@ cdef int cross_entropy_rows(
     Py_ssize_t n_rows, Py_ssize_t n,
     int n_threads,
 ) noexcept nogil:
+    """Returns 0, or -1 when the scratch rows could not be allocated."""
     cdef Py_ssize_t i, j, t
     cdef floating keep = 1 - eps, eps_c = eps / n, w_sum = n
-    cdef floating* scratch = NULL
+    cdef int failed = 0, n_slots = 0
+    cdef bint probs = labels == NULL
+    cdef int slot_z = take_slot(z.class_stride != 1, &n_slots)
+    cdef int slot_y = take_slot(probs and y.class_stride != 1, &n_slots)
+    cdef int slot_grad = take_slot(grad.class_stride != 1, &n_slots)
+    cdef int slot_q = take_slot(probs, &n_slots)      # ce_prob_row's q
+    cdef int team = n_threads if n_threads < n_rows else <int>max(n_rows, 1)
+    cdef floating* scratch = <floating*>thread_scratch(team, n_slots, n,
+                                                       sizeof(floating), &failed)
+    cdef floating* mine
     cdef const floating* zr
     cdef floating* g
-    cdef int failed = 0
-    cdef int* failed_flag = &failed    # written through a pointer: shared by the threads
+    if failed:
+        return -1
     if w != NULL:
         w_sum = row_sum(w, n)
-    with parallel(num_threads=n_threads,
-                  use_threads_if=n_threads > 1 and n_rows * n >= PARALLEL_MIN):
-        scratch = <floating*>malloc(4 * n * sizeof(floating))
-        if scratch == NULL:
-            failed_flag[0] = 1
-        else:
-            for i in prange(n_rows, schedule="static"):
-                zr = read_row(z, i, n, scratch)
-                g = write_row(grad, i, scratch + 2 * n)
-                if labels == NULL:
-                    row_loss[i] = ce_prob_row(zr, read_row(y, i, n, scratch + n), w,
-                                              keep, eps_c, scale, scratch + 3 * n, g, n)
+    with parallel(num_threads=team, use_threads_if=team > 1 and n_rows * n >= PARALLEL_MIN):
+        mine = scratch + threadid() * n_slots * n if scratch != NULL else NULL
+        for i in prange(n_rows, schedule="static"):
+            zr = read_row(z, i, n, slot(mine, slot_z, n))
+            g = write_row(grad, i, slot(mine, slot_grad, n))
+            if probs:
+                row_loss[i] = ce_prob_row(zr, read_row(y, i, n, slot(mine, slot_y, n)), w,
+                                          keep, eps_c, scale, slot(mine, slot_q, n), g, n)
+            else:
+                t = labels[i]
+                if t == ignore_index:
+                    for j in range(n):
+                        g[j] = 0
+                    row_loss[i] = 0
                 else:
-                    t = labels[i]
-                    if t == ignore_index:
-                        for j in range(n):
-                            g[j] = 0
-                        row_loss[i] = 0
-                    else:
-                        row_loss[i] = ce_index_row(zr, t, w, w_sum, keep, eps_c, scale, g, n)
-                flush_row(grad, i, n, g)
-            free(scratch)
-    return -1 if failed else 0
+                    row_loss[i] = ce_index_row(zr, t, w, w_sum, keep, eps_c, scale, g, n)
+            flush_row(grad, i, n, g)
+    free(scratch)
+    return 0
 
 
 cdef Py_ssize_t scan_labels(

@@ -16,16 +16,27 @@ FLOAT_TYPES = (np.float32, np.float64)
 REDUCTIONS = _runtime.REDUCTION_CODES
 
 
+def array(x, name):
+    """x as an ndarray (lists are converted; subclasses viewed as plain arrays),
+    else TypeError: a masked array's mask would be dropped without a word."""
+    if type(x) is np.ndarray:
+        return x
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a numpy.ma.MaskedArray, whose mask nnkernels would "
+                        f"ignore; pass {name}.filled(value) or the unmasked values")
+    if isinstance(x, np.ndarray):
+        return x.view(np.ndarray)
+    return np.asarray(x)
+
+
 def float_array(x, name):
-    """x as a float32/float64 ndarray (lists are converted), else TypeError."""
+    """x as a float32/float64 ndarray (lists of numbers are converted), else TypeError."""
     if type(x) is not np.ndarray:
-        if isinstance(x, np.ndarray):
-            x = x.view(np.ndarray)
-        else:
-            x = np.asarray(x)
-            if x.dtype.kind in "iub":
-                # a plain Python list of numbers: compute in float64, as NumPy would
-                x = x.astype(np.float64)
+        was_array = isinstance(x, np.ndarray)
+        x = array(x, name)
+        if not was_array and x.dtype.kind in "iu":
+            # a plain Python list of numbers: compute in float64, as NumPy would
+            x = x.astype(np.float64)
     if x.dtype.type not in FLOAT_TYPES:
         raise TypeError(f"{name} must be a float32 or float64 array, got dtype {x.dtype}")
     if not x.dtype.isnative:
@@ -54,7 +65,7 @@ def output(out, shape, dtype, name="out"):
     """A fresh array, or `out` checked to be a writable array of that shape and dtype."""
     if out is None:
         return np.empty(shape, dtype)
-    if not isinstance(out, np.ndarray):
+    if not isinstance(out, np.ndarray) or isinstance(out, np.ma.MaskedArray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
     if out.dtype is not dtype and out.dtype != dtype:
         raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
@@ -62,6 +73,10 @@ def output(out, shape, dtype, name="out"):
         raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
+    if _overlap.overlaps_itself(out):
+        raise ValueError(f"{name} has elements that share memory (strides {out.strides} "
+                         f"for shape {out.shape}, as np.broadcast_arrays or as_strided "
+                         f"make); pass an array whose elements are distinct")
     return out
 
 

@@ -48,9 +48,12 @@ _ACTIVATIONS = (None, "sigmoid", "tanh", "relu")
 
 # --------------------------------------------------------------- validation
 def _float_array(name, value):
-    """Return ``value`` as a float32 or float64 ndarray, else TypeError."""
+    """Return ``value`` as a float32 or float64 ndarray, else TypeError
+    (booleans are not numbers here; a masked array's mask is not dropped)."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a numpy.ma.MaskedArray; pass {name}.filled(value)")
     array = np.asarray(value)
-    if not isinstance(value, np.ndarray) and array.dtype.kind in "iub":
+    if not isinstance(value, np.ndarray) and array.dtype.kind in "iu":
         array = array.astype(np.float64)    # a list of numbers: float64, as NumPy computes
     if array.dtype not in _FLOAT_DTYPES:
         raise TypeError(

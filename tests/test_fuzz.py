@@ -855,13 +855,15 @@ def test_regression_weight_broadcast(wshape):
 # found: Python lists of ints/bools: nnkernels converted them to float64, the reference
 #   raised TypeError
 def test_regression_integer_lists():
-    # now both turn a Python list of numbers into float64, as NumPy computes
-    for values in ([1, 2, 3], [True, False]):
-        got, want = nk.sigmoid(values), ref.sigmoid(values)
-        assert got.dtype == want.dtype == np.float64
-        np.testing.assert_allclose(got, want, rtol=1e-15)
-    with pytest.raises(TypeError, match="z"):       # an integer ndarray still raises
-        nk.sigmoid(np.array([1, 2, 3]))
+    # both turn a Python list of numbers into float64, as NumPy computes
+    got, want = nk.sigmoid([1, 2, 3]), ref.sigmoid([1, 2, 3])
+    assert got.dtype == want.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-15)
+    # booleans are not numbers, as a list, a scalar or an array; nor is an integer ndarray
+    for values in ([True, False], True, np.array([True]), np.array([1, 2, 3])):
+        for module in (nk, ref):
+            with pytest.raises(TypeError, match="z"):
+                module.sigmoid(values)
 
 
 # found: axis=True: nnkernels takes it as 1, the reference raises TypeError (bool is not
