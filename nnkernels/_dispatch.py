@@ -10,12 +10,18 @@ The dense module is loaded on first use: it links to SciPy's BLAS, and
 importing scipy.linalg costs a fifth of a second that users of the other
 kernels need not pay.  The thread count set here governs both the OpenMP
 passes of every kernel and the threads of that BLAS (see set_num_threads).
+
+A process forked from this one runs the OpenMP passes on one thread: the
+OpenMP runtime's worker threads do not survive fork, and the child's first
+parallel region would wait for them forever.  BLAS threads are unaffected
+(OpenBLAS and MKL restart theirs in the child).
 """
 
 import importlib
 import importlib.util
 import operator
 import os
+import warnings
 
 import numpy as np
 
@@ -133,10 +139,68 @@ def set_num_threads(n):
         # the upper bound keeps libgomp from failing to create its threads
         # (which aborts the process) and the count within a C int
         raise ValueError(f"set_num_threads: n must be between 1 and {MAX_THREADS}, got {n}")
-    _num_threads = int(n)
+    n = int(n)
+    _check_thread_stacks(n)
     _threads_set = True
     if _blas_threads_instance is not None:
-        _blas_threads_instance.set(_num_threads)
+        _blas_threads_instance.set(n)
+    if _forked and n > 1:
+        warnings.warn("nnkernels: this process was forked from one that had loaded "
+                      "nnkernels, and OpenMP's threads do not survive fork; the "
+                      f"element-wise, softmax and loss kernels stay on one thread (BLAS "
+                      f"uses {n}). Start workers with the 'spawn' or 'forkserver' method "
+                      "to use threads in them.", RuntimeWarning, stacklevel=2)
+        return
+    _num_threads = n
+
+
+def _stack_bytes():
+    """The stack each OpenMP thread gets: OMP_STACKSIZE, else the process's
+    stack limit, which is what glibc gives a new thread."""
+    import resource
+    size = os.environ.get("OMP_STACKSIZE", os.environ.get("GOMP_STACKSIZE", "")).strip()
+    if size:
+        units = {"B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        unit = units.get(size[-1].upper())
+        try:
+            return int(size[:-1] if unit else size) * (unit or 1 << 10)
+        except ValueError:
+            pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_STACK)
+    return soft if soft != resource.RLIM_INFINITY and soft > 0 else 8 << 20
+
+
+def _check_thread_stacks(n):
+    """MemoryError when n threads' stacks cannot fit under the address-space
+    limit (ulimit -v): libgomp, failing to create a thread, exits the process."""
+    try:
+        import resource
+        limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if n == 1 or limit == resource.RLIM_INFINITY:
+            return
+        with open("/proc/self/statm") as f:
+            used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (ImportError, OSError, ValueError):
+        return      # no such limit, or no way to read it here
+    # a margin for the runtime's own per-thread memory
+    need = (n - 1) * (_stack_bytes() + (256 << 10)) + (64 << 20)
+    if used + need > limit:
+        raise MemoryError(
+            f"set_num_threads({n}): {n} threads need about {need / 2**30:.1f} GiB of "
+            f"address space for their stacks, and the process limit (ulimit -v) "
+            f"leaves {max(limit - used, 0) / 2**30:.1f} GiB; ask for fewer threads")
+
+
+_forked = False
+
+
+def _one_thread_after_fork():
+    global _num_threads, _forked
+    _forked = True
+    _num_threads = 1
+
+
+os.register_at_fork(after_in_child=_one_thread_after_fork)
 
 
 def get_num_threads():
