@@ -12,6 +12,8 @@ Nothing here loops over data.  Layout rules:
   element-wise kernels) is computed into a temporary first.
 """
 
+from __future__ import annotations   # signatures show the aliases' names
+
 import threading
 
 import numpy as np

@@ -6,13 +6,19 @@ numbers); ``FloatArray`` is what a result is, a float32 or float64 ndarray;
 input dtype, or an array with ``reduction="none"``.
 """
 
-from typing import Any, Literal, Optional, SupportsIndex, TypeVar, Union
+from typing import (Any, Callable, Iterable, Literal, Optional, SupportsFloat, SupportsIndex,
+                    TypeVar, Union)
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-__all__ = ["Any", "ArrayLike", "FloatArray", "Loss", "Reduction", "Activation",
-           "Optional", "SupportsIndex", "FloatArrayT"]
+__all__ = [
+    # the aliases
+    "FloatArray", "Loss", "Reduction", "Activation", "FloatArrayT",
+    # re-exported, so that an annotated module needs one import line
+    "Any", "ArrayLike", "Callable", "DTypeLike", "Iterable", "Literal", "Optional",
+    "SupportsFloat", "SupportsIndex",
+]
 
 FloatArray = NDArray[np.floating[Any]]
 Loss = Union[np.floating[Any], FloatArray]
