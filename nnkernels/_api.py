@@ -20,7 +20,8 @@ import numpy as np
 
 from . import _dispatch
 from . import _validation as v
-from ._typing import Activation, ArrayLike, FloatArray, Loss, Optional, Reduction, SupportsIndex
+from ._typing import (Activation, ArrayLike, FloatArray, FloatArrayLike, Loss, Optional,
+                      Reduction, SupportsIndex)
 
 INTP_MIN, INTP_MAX = int(np.iinfo(np.intp).min), int(np.iinfo(np.intp).max)
 INTP_BYTES = np.dtype(np.intp).itemsize
@@ -58,7 +59,7 @@ def _map_checked(op, x, x_name, a, a_name, out):
     return out
 
 
-def sigmoid(z: ArrayLike, out: Optional[FloatArray] = None) -> FloatArray:
+def sigmoid(z: FloatArrayLike, out: Optional[FloatArray] = None) -> FloatArray:
     """Logistic sigmoid, element by element, without overflow for any z.
 
     ::
@@ -109,7 +110,7 @@ def sigmoid(z: ArrayLike, out: Optional[FloatArray] = None) -> FloatArray:
     return _map(_act.Op.SIGMOID, z, "z", None, None, out)
 
 
-def relu(z: ArrayLike, out: Optional[FloatArray] = None) -> FloatArray:
+def relu(z: FloatArrayLike, out: Optional[FloatArray] = None) -> FloatArray:
     """Rectified linear unit, element by element; NaN stays NaN.
 
     ::
@@ -157,7 +158,7 @@ def relu(z: ArrayLike, out: Optional[FloatArray] = None) -> FloatArray:
     return _map(_act.Op.RELU, z, "z", None, None, out)
 
 
-def sigmoid_backward(grad: ArrayLike, a: ArrayLike,
+def sigmoid_backward(grad: FloatArrayLike, a: FloatArrayLike,
                      out: Optional[FloatArray] = None) -> FloatArray:
     """Gradient through a sigmoid, from its output a.
 
@@ -188,8 +189,8 @@ def sigmoid_backward(grad: ArrayLike, a: ArrayLike,
         computed in float64), the float inputs do not share one dtype, or
         `out` is not an ndarray of their dtype.
     ValueError
-        If `grad` and `a` differ in shape, or `out` does not have their shape
-        or is read-only.
+        If `grad` and `a` differ in shape, or `out` does not have their
+        shape or is read-only.
     MemoryError
         If the result, or a C-ordered copy of a strided input, cannot be
         allocated.
@@ -209,7 +210,7 @@ def sigmoid_backward(grad: ArrayLike, a: ArrayLike,
     return _map(_act.Op.SIGMOID_BACKWARD, grad, "grad", a, "a", out)
 
 
-def tanh_backward(grad: ArrayLike, a: ArrayLike,
+def tanh_backward(grad: FloatArrayLike, a: FloatArrayLike,
                   out: Optional[FloatArray] = None) -> FloatArray:
     """Gradient through a tanh, from its output a.
 
@@ -240,8 +241,8 @@ def tanh_backward(grad: ArrayLike, a: ArrayLike,
         computed in float64), the float inputs do not share one dtype, or
         `out` is not an ndarray of their dtype.
     ValueError
-        If `grad` and `a` differ in shape, or `out` does not have their shape
-        or is read-only.
+        If `grad` and `a` differ in shape, or `out` does not have their
+        shape or is read-only.
     MemoryError
         If the result, or a C-ordered copy of a strided input, cannot be
         allocated.
@@ -261,7 +262,7 @@ def tanh_backward(grad: ArrayLike, a: ArrayLike,
     return _map(_act.Op.TANH_BACKWARD, grad, "grad", a, "a", out)
 
 
-def relu_backward(grad: ArrayLike, a: ArrayLike,
+def relu_backward(grad: FloatArrayLike, a: FloatArrayLike,
                   out: Optional[FloatArray] = None) -> FloatArray:
     """Gradient through a relu, from its output a (PyTorch's threshold_backward rule).
 
@@ -292,8 +293,8 @@ def relu_backward(grad: ArrayLike, a: ArrayLike,
         computed in float64), the float inputs do not share one dtype, or
         `out` is not an ndarray of their dtype.
     ValueError
-        If `grad` and `a` differ in shape, or `out` does not have their shape
-        or is read-only.
+        If `grad` and `a` differ in shape, or `out` does not have their
+        shape or is read-only.
     MemoryError
         If the result, or a C-ordered copy of a strided input, cannot be
         allocated.
@@ -337,7 +338,7 @@ def _softmax_family(op, x, x_name, b, b_name, axis, out):
     return out
 
 
-def softmax(z: ArrayLike, axis: SupportsIndex = -1,
+def softmax(z: FloatArrayLike, axis: SupportsIndex = -1,
             out: Optional[FloatArray] = None) -> FloatArray:
     """Softmax along the class axis, max-subtracted so that no exponential overflows.
 
@@ -373,8 +374,8 @@ def softmax(z: ArrayLike, axis: SupportsIndex = -1,
         If an input is not a float32 or float64 array (integer and bool
         arrays and byte-swapped floats are refused; a list of numbers is
         computed in float64), the float inputs do not share one dtype, or
-        `out` is not an ndarray of their dtype.
-        Also if `axis` is not an integer.
+        `out` is not an ndarray of their dtype. Also if `axis` is not an
+        integer.
     ValueError
         If an input is not 1-D or 2-D, or `out` does not have
         the input's shape or is read-only.
@@ -402,7 +403,7 @@ def softmax(z: ArrayLike, axis: SupportsIndex = -1,
     return _softmax_family(_sm.Op.SOFTMAX, z, "z", None, None, axis, out)
 
 
-def log_softmax(z: ArrayLike, axis: SupportsIndex = -1,
+def log_softmax(z: FloatArrayLike, axis: SupportsIndex = -1,
                 out: Optional[FloatArray] = None) -> FloatArray:
     """Logarithm of the softmax along the class axis, computed without overflow.
 
@@ -437,8 +438,8 @@ def log_softmax(z: ArrayLike, axis: SupportsIndex = -1,
         If an input is not a float32 or float64 array (integer and bool
         arrays and byte-swapped floats are refused; a list of numbers is
         computed in float64), the float inputs do not share one dtype, or
-        `out` is not an ndarray of their dtype.
-        Also if `axis` is not an integer.
+        `out` is not an ndarray of their dtype. Also if `axis` is not an
+        integer.
     ValueError
         If an input is not 1-D or 2-D, or `out` does not have
         the input's shape or is read-only.
@@ -464,7 +465,7 @@ def log_softmax(z: ArrayLike, axis: SupportsIndex = -1,
     return _softmax_family(_sm.Op.LOG_SOFTMAX, z, "z", None, None, axis, out)
 
 
-def softmax_backward(grad: ArrayLike, p: ArrayLike, axis: SupportsIndex = -1,
+def softmax_backward(grad: FloatArrayLike, p: FloatArrayLike, axis: SupportsIndex = -1,
                      out: Optional[FloatArray] = None) -> FloatArray:
     """Gradient through a softmax, from its output p: the Jacobian-vector product.
 
@@ -501,8 +502,8 @@ def softmax_backward(grad: ArrayLike, p: ArrayLike, axis: SupportsIndex = -1,
         If an input is not a float32 or float64 array (integer and bool
         arrays and byte-swapped floats are refused; a list of numbers is
         computed in float64), the float inputs do not share one dtype, or
-        `out` is not an ndarray of their dtype.
-        Also if `axis` is not an integer.
+        `out` is not an ndarray of their dtype. Also if `axis` is not an
+        integer.
     ValueError
         If an input is not 1-D or 2-D, or `grad` and `p` differ in shape, or `out` does not have
         the input's shape or is read-only.
@@ -588,8 +589,8 @@ def _cross_entropy(logits, target, axis, reduction, weight, ignore_index,
     return loss, grad
 
 
-def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
-                          reduction: Reduction = "mean", weight: Optional[ArrayLike] = None,
+def softmax_cross_entropy(logits: FloatArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+                          reduction: Reduction = "mean", weight: Optional[FloatArrayLike] = None,
                           ignore_index: SupportsIndex = -100, label_smoothing: float = 0.0,
                           out: Optional[FloatArray] = None) -> tuple[Loss, FloatArray]:
     """Fused softmax and cross-entropy: the loss and its gradient in one pass.
@@ -648,10 +649,11 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: Support
     Raises
     ------
     TypeError
-        If `logits` (or a probability `target`, or `weight`) is not a float32
-        or float64 array, they differ in dtype, `target` is neither integer
-        nor float, `ignore_index` is not an integer, `label_smoothing` is not
-        a real number, or `out` is not an ndarray of the logits' dtype.
+        If `logits` (or a probability `target`, or `weight`) is not a
+        float32 or float64 array, they differ in dtype, `target` is neither
+        integer nor float, `ignore_index` is not an integer,
+        `label_smoothing` is not a real number, or `out` is not an ndarray
+        of the logits' dtype.
     ValueError
         If `logits` is not 2-D, `target` or `weight` has the wrong shape, a
         label is outside ``[0, C)`` and not `ignore_index`, `reduction` is
@@ -692,9 +694,9 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: Support
                           label_smoothing, out)
 
 
-def softmax_cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *,
+def softmax_cross_entropy_backward(logits: FloatArrayLike, target: ArrayLike, *,
                                    axis: SupportsIndex = -1, reduction: Reduction = "mean",
-                                   weight: Optional[ArrayLike] = None,
+                                   weight: Optional[FloatArrayLike] = None,
                                    ignore_index: SupportsIndex = -100,
                                    label_smoothing: float = 0.0,
                                    out: Optional[FloatArray] = None) -> FloatArray:
@@ -749,10 +751,11 @@ def softmax_cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *,
     Raises
     ------
     TypeError
-        If `logits` (or a probability `target`, or `weight`) is not a float32
-        or float64 array, they differ in dtype, `target` is neither integer
-        nor float, `ignore_index` is not an integer, `label_smoothing` is not
-        a real number, or `out` is not an ndarray of the logits' dtype.
+        If `logits` (or a probability `target`, or `weight`) is not a
+        float32 or float64 array, they differ in dtype, `target` is neither
+        integer nor float, `ignore_index` is not an integer,
+        `label_smoothing` is not a real number, or `out` is not an ndarray
+        of the logits' dtype.
     ValueError
         If `logits` is not 2-D, `target` or `weight` has the wrong shape, a
         label is outside ``[0, C)`` and not `ignore_index`, `reduction` is
@@ -842,10 +845,10 @@ def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out)
     return loss, grad
 
 
-def sigmoid_binary_cross_entropy(logits: ArrayLike, target: ArrayLike, *,
+def sigmoid_binary_cross_entropy(logits: FloatArrayLike, target: FloatArrayLike, *,
                                  reduction: Reduction = "mean",
-                                 weight: Optional[ArrayLike] = None,
-                                 pos_weight: Optional[ArrayLike] = None,
+                                 weight: Optional[FloatArrayLike] = None,
+                                 pos_weight: Optional[FloatArrayLike] = None,
                                  out: Optional[FloatArray] = None) -> tuple[Loss, FloatArray]:
     """Fused sigmoid and binary cross-entropy: the loss and its gradient.
 
@@ -887,13 +890,14 @@ def sigmoid_binary_cross_entropy(logits: ArrayLike, target: ArrayLike, *,
     Raises
     ------
     TypeError
-        If `logits` or `target`, `weight` or `pos_weight` is not a float32 or float64 array,
-        they differ in dtype, or `out` is not an ndarray of their dtype.
+        If `logits` or `target`, `weight` or `pos_weight` is not a float32
+        or float64 array, they differ in dtype, or `out` is not an ndarray
+        of their dtype.
     ValueError
-        If `logits` is not 1-D or 2-D, `target` does not have its shape, `weight` does not broadcast to it, `pos_weight` does not have one
-        value per column,
-        `reduction` is not one of "mean", "sum", "none", or `out` has the
-        wrong shape or is read-only.
+        If `logits` is not 1-D or 2-D, `target` does not have its shape,
+        `weight` does not broadcast to it, `pos_weight` does not have one
+        value per column, `reduction` is not one of "mean", "sum", "none",
+        or `out` has the wrong shape or is read-only.
     MemoryError
         If the gradient, the element losses or a temporary cannot be
         allocated.
@@ -919,8 +923,8 @@ def sigmoid_binary_cross_entropy(logits: ArrayLike, target: ArrayLike, *,
                              weight, pos_weight, out)
 
 
-def binary_cross_entropy(probs: ArrayLike, target: ArrayLike, *,
-                         reduction: Reduction = "mean", weight: Optional[ArrayLike] = None,
+def binary_cross_entropy(probs: FloatArrayLike, target: FloatArrayLike, *,
+                         reduction: Reduction = "mean", weight: Optional[FloatArrayLike] = None,
                          out: Optional[FloatArray] = None) -> tuple[Loss, FloatArray]:
     """Binary cross-entropy on probabilities: the loss and its gradient.
 
@@ -959,11 +963,12 @@ def binary_cross_entropy(probs: ArrayLike, target: ArrayLike, *,
     Raises
     ------
     TypeError
-        If `probs` or `target` or `weight` is not a float32 or float64 array,
-        they differ in dtype, or `out` is not an ndarray of their dtype.
+        If `probs` or `target` or `weight` is not a float32 or float64
+        array, they differ in dtype, or `out` is not an ndarray of their
+        dtype.
     ValueError
-        If `probs` is not 1-D or 2-D, `target` does not have its shape, a probability lies outside
-        [0, 1], `weight` does not broadcast to it,
+        If `probs` is not 1-D or 2-D, `target` does not have its shape, a
+        probability lies outside [0, 1], `weight` does not broadcast to it,
         `reduction` is not one of "mean", "sum", "none", or `out` has the
         wrong shape or is read-only.
     MemoryError
@@ -990,7 +995,7 @@ def binary_cross_entropy(probs: ArrayLike, target: ArrayLike, *,
     return _elementwise_loss(_el.Op.BCE, probs, "probs", target, reduction, weight, None, out)
 
 
-def mse(pred: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean",
+def mse(pred: FloatArrayLike, target: FloatArrayLike, *, reduction: Reduction = "mean",
         out: Optional[FloatArray] = None) -> tuple[Loss, FloatArray]:
     """Mean squared error: the loss and its gradient.
 
@@ -1024,8 +1029,8 @@ def mse(pred: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean",
     Raises
     ------
     TypeError
-        If `pred` or `target` is not a float32 or float64 array,
-        they differ in dtype, or `out` is not an ndarray of their dtype.
+        If `pred` or `target` is not a float32 or float64 array, they differ
+        in dtype, or `out` is not an ndarray of their dtype.
     ValueError
         If `pred` is not 1-D or 2-D, `target` does not have its shape,
         `reduction` is not one of "mean", "sum", "none", or `out` has the
@@ -1111,7 +1116,7 @@ def _scratch_memory(nbytes):
     return aligned
 
 
-def dense_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike] = None,
+def dense_forward(x: FloatArrayLike, w: FloatArrayLike, b: Optional[FloatArrayLike] = None,
                   activation: Activation = None,
                   out: Optional[FloatArray] = None) -> FloatArray:
     """Forward pass of a dense layer: a = g(x wᵀ + b).
@@ -1153,10 +1158,10 @@ def dense_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike] = None,
         computed in float64), the float inputs do not share one dtype, or
         `out` is not an ndarray of their dtype.
     ValueError
-        If `x` or `w` is not 2-D, they disagree on in_features, `b` is not of
-        shape (out,), `activation` is not one of None, "sigmoid", "tanh",
-        "relu", a dimension exceeds the BLAS's 32-bit sizes, or `out` has the
-        wrong shape or is read-only.
+        If `x` or `w` is not 2-D, they disagree on in_features, `b` is not
+        of shape (out,), `activation` is not one of None, "sigmoid", "tanh",
+        "relu", a dimension exceeds the BLAS's 32-bit sizes, or `out` has
+        the wrong shape or is read-only.
     MemoryError
         If the result or a temporary cannot be allocated.
 
@@ -1204,8 +1209,8 @@ def dense_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike] = None,
     return out
 
 
-def dense_backward(grad_a: ArrayLike, x: ArrayLike, w: ArrayLike,
-                   a: Optional[ArrayLike] = None, activation: Activation = None, *,
+def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
+                   a: Optional[FloatArrayLike] = None, activation: Activation = None, *,
                    need_input_grad: bool = True, accumulate: bool = False,
                    out: Optional[tuple[Optional[FloatArray], Optional[FloatArray],
                                        Optional[FloatArray]]] = None,
@@ -1269,8 +1274,8 @@ def dense_backward(grad_a: ArrayLike, x: ArrayLike, w: ArrayLike,
         If `x` or `w` is not 2-D, they disagree on in_features, `grad_a` (or
         `a`) is not of shape (N, out), `activation` is unknown or given
         without `a`, a dimension exceeds the BLAS's 32-bit sizes, `out` is
-        not None nor a triple, or a buffer has the wrong shape or is
-        read-only.
+        not None nor a triple, or a buffer has the wrong shape or is read-
+        only.
     MemoryError
         If a result, the scratch memory or a temporary cannot be allocated.
 

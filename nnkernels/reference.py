@@ -25,7 +25,8 @@ import numbers
 
 import numpy as np
 
-from ._typing import Activation, ArrayLike, FloatArray, Loss, Optional, Reduction, SupportsIndex
+from ._typing import (Activation, ArrayLike, FloatArray, FloatArrayLike, Loss, Optional,
+                      Reduction, SupportsIndex)
 
 __all__ = [
     "sigmoid",
@@ -131,7 +132,7 @@ def _store(result, dtype, out):
 
 
 # -------------------------------------------------------------- activations
-def sigmoid(z: ArrayLike, out: Optional[FloatArray] = None) -> FloatArray:
+def sigmoid(z: FloatArrayLike, out: Optional[FloatArray] = None) -> FloatArray:
     """sigmoid(z) = 1 / (1 + e^(-z)), without overflow for any z."""
     z = _float_array("z", z)
     _check_out(out, z.shape, z.dtype)
@@ -143,7 +144,7 @@ def sigmoid(z: ArrayLike, out: Optional[FloatArray] = None) -> FloatArray:
     return _store(a, z.dtype, out)
 
 
-def relu(z: ArrayLike, out: Optional[FloatArray] = None) -> FloatArray:
+def relu(z: FloatArrayLike, out: Optional[FloatArray] = None) -> FloatArray:
     """relu(z) = max(0, z); NaN stays NaN."""
     z = _float_array("z", z)
     _check_out(out, z.shape, z.dtype)
@@ -159,21 +160,21 @@ def _activation_backward_inputs(grad, a, out):
     return grad, a, dtype
 
 
-def sigmoid_backward(grad: ArrayLike, a: ArrayLike,
+def sigmoid_backward(grad: FloatArrayLike, a: FloatArrayLike,
                      out: Optional[FloatArray] = None) -> FloatArray:
     """grad * a * (1 - a), where a = sigmoid(z) is the layer output."""
     grad, a, dtype = _activation_backward_inputs(grad, a, out)
     return _store(grad * a * (1.0 - a), dtype, out)
 
 
-def tanh_backward(grad: ArrayLike, a: ArrayLike,
+def tanh_backward(grad: FloatArrayLike, a: FloatArrayLike,
                   out: Optional[FloatArray] = None) -> FloatArray:
     """grad * (1 - a**2), where a = tanh(z) is the layer output."""
     grad, a, dtype = _activation_backward_inputs(grad, a, out)
     return _store(grad * (1.0 - a * a), dtype, out)
 
 
-def relu_backward(grad: ArrayLike, a: ArrayLike,
+def relu_backward(grad: FloatArrayLike, a: FloatArrayLike,
                   out: Optional[FloatArray] = None) -> FloatArray:
     """0 where a <= 0, else grad (PyTorch's threshold_backward rule)."""
     grad, a, dtype = _activation_backward_inputs(grad, a, out)
@@ -198,7 +199,7 @@ def _shifted(z, axis):
     return z - np.max(z, axis=axis, keepdims=True, initial=-np.inf)
 
 
-def softmax(z: ArrayLike, axis: SupportsIndex = -1,
+def softmax(z: FloatArrayLike, axis: SupportsIndex = -1,
             out: Optional[FloatArray] = None) -> FloatArray:
     """p_j = e^(z_j - max) / sum_k e^(z_k - max) along ``axis``."""
     z, axis = _softmax_input(z, axis, out)
@@ -208,7 +209,7 @@ def softmax(z: ArrayLike, axis: SupportsIndex = -1,
     return _store(p, z.dtype, out)
 
 
-def log_softmax(z: ArrayLike, axis: SupportsIndex = -1,
+def log_softmax(z: FloatArrayLike, axis: SupportsIndex = -1,
                 out: Optional[FloatArray] = None) -> FloatArray:
     """log p_j = z_j - max - log sum_k e^(z_k - max) along ``axis``."""
     z, axis = _softmax_input(z, axis, out)
@@ -219,7 +220,7 @@ def log_softmax(z: ArrayLike, axis: SupportsIndex = -1,
     return _store(log_p, z.dtype, out)
 
 
-def softmax_backward(grad: ArrayLike, p: ArrayLike, axis: SupportsIndex = -1,
+def softmax_backward(grad: FloatArrayLike, p: FloatArrayLike, axis: SupportsIndex = -1,
                      out: Optional[FloatArray] = None) -> FloatArray:
     """p * (grad - sum_axis grad * p): the softmax Jacobian-vector product."""
     grad = _float_array("grad", grad)
@@ -234,9 +235,9 @@ def softmax_backward(grad: ArrayLike, p: ArrayLike, axis: SupportsIndex = -1,
 
 
 # ------------------------------------------------------ softmax cross-entropy
-def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, *,
+def softmax_cross_entropy(logits: FloatArrayLike, target: ArrayLike, *,
                           axis: SupportsIndex = -1, reduction: Reduction = "mean",
-                          weight: Optional[ArrayLike] = None,
+                          weight: Optional[FloatArrayLike] = None,
                           ignore_index: SupportsIndex = -100,
                           label_smoothing: float = 0.0,
                           out: Optional[FloatArray] = None) -> tuple[Loss, FloatArray]:
@@ -409,10 +410,10 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, *,
     return loss, _store(grad, dtype, out)
 
 
-def softmax_cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *,
+def softmax_cross_entropy_backward(logits: FloatArrayLike, target: ArrayLike, *,
                                    axis: SupportsIndex = -1,
                                    reduction: Reduction = "mean",
-                                   weight: Optional[ArrayLike] = None,
+                                   weight: Optional[FloatArrayLike] = None,
                                    ignore_index: SupportsIndex = -100,
                                    label_smoothing: float = 0.0,
                                    out: Optional[FloatArray] = None) -> FloatArray:
@@ -468,10 +469,10 @@ def _reduce_elementwise(loss, grad, reduction, dtype, out):
     return loss, _store(grad, dtype, out)
 
 
-def sigmoid_binary_cross_entropy(logits: ArrayLike, target: ArrayLike, *,
+def sigmoid_binary_cross_entropy(logits: FloatArrayLike, target: FloatArrayLike, *,
                                  reduction: Reduction = "mean",
-                                 weight: Optional[ArrayLike] = None,
-                                 pos_weight: Optional[ArrayLike] = None,
+                                 weight: Optional[FloatArrayLike] = None,
+                                 pos_weight: Optional[FloatArrayLike] = None,
                                  out: Optional[FloatArray] = None) -> tuple[Loss, FloatArray]:
     """Binary cross-entropy of sigmoid(logits): (loss, grad_logits).
 
@@ -499,9 +500,9 @@ def sigmoid_binary_cross_entropy(logits: ArrayLike, target: ArrayLike, *,
     return _reduce_elementwise(loss, grad, reduction, dtype, out)
 
 
-def binary_cross_entropy(probs: ArrayLike, target: ArrayLike, *,
+def binary_cross_entropy(probs: FloatArrayLike, target: FloatArrayLike, *,
                          reduction: Reduction = "mean",
-                         weight: Optional[ArrayLike] = None,
+                         weight: Optional[FloatArrayLike] = None,
                          out: Optional[FloatArray] = None) -> tuple[Loss, FloatArray]:
     """Binary cross-entropy of probabilities: (loss, grad_probs).
 
@@ -530,7 +531,7 @@ def binary_cross_entropy(probs: ArrayLike, target: ArrayLike, *,
     return _reduce_elementwise(loss, grad, reduction, dtype, out)
 
 
-def mse(pred: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean",
+def mse(pred: FloatArrayLike, target: FloatArrayLike, *, reduction: Reduction = "mean",
         out: Optional[FloatArray] = None) -> tuple[Loss, FloatArray]:
     """Squared error (pred - target)**2: (loss, grad_pred), grad = 2 (pred - target).
 
@@ -551,7 +552,7 @@ def _check_dense_shapes(x, w):
                          f"x {x.shape}, w {w.shape}")
 
 
-def dense_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike] = None,
+def dense_forward(x: FloatArrayLike, w: FloatArrayLike, b: Optional[FloatArrayLike] = None,
                   activation: Activation = None,
                   out: Optional[FloatArray] = None) -> FloatArray:
     """a = g(x @ w.T + b) for a batch x (N, in) and weights w (out, in)."""
@@ -580,8 +581,8 @@ def dense_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike] = None,
     return _store(a, dtype, out)
 
 
-def dense_backward(grad_a: ArrayLike, x: ArrayLike, w: ArrayLike,
-                   a: Optional[ArrayLike] = None, activation: Activation = None, *,
+def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
+                   a: Optional[FloatArrayLike] = None, activation: Activation = None, *,
                    need_input_grad: bool = True, accumulate: bool = False,
                    out: Optional[tuple[Optional[FloatArray], Optional[FloatArray],
                                        Optional[FloatArray]]] = None,
