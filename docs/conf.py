@@ -37,6 +37,13 @@ autodoc_type_aliases["DTypeLike"] = "numpy.typing.DTypeLike"
 # numpydoc: the docstrings' own sections; no generated member tables
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
+# every parameter of a public function documented, none unknown, a summary,
+# and an Examples section (the NumPy twins in nnkernels.reference document
+# themselves by their compiled counterparts)
+numpydoc_validation_checks = {"PR01", "PR02", "SS01", "EX01"}
+numpydoc_validation_exclude = {r"^nnkernels\.reference\.", r"\.GradcheckResult$",
+                               r"^nnkernels\.mlp\.MLP\.", r"^nnkernels$",
+                               r"^nnkernels\.mlp$"}
 
 myst_heading_anchors = 3
 
