@@ -17,6 +17,8 @@ parallel region would wait for them forever.  BLAS threads are unaffected
 (OpenBLAS and MKL restart theirs in the child).
 """
 
+from __future__ import annotations   # signatures show the aliases' names
+
 import importlib
 import importlib.util
 import operator
@@ -26,6 +28,7 @@ import warnings
 import numpy as np
 
 from . import _runtime
+from ._typing import Any, SupportsIndex
 
 ISA_LEVELS = _runtime.ISA_LEVELS
 MAX_THREADS = 1024      # set_num_threads' upper bound
@@ -120,12 +123,40 @@ def _blas_threads():
     return _blas_threads_instance
 
 
-def set_num_threads(n):
-    """Set the number of threads the kernels use (n >= 1).
+def set_num_threads(n: SupportsIndex) -> None:
+    """Set the number of threads the kernels use.
 
     It sets the OpenMP threads of every element-wise, softmax and loss pass,
     and the threads of the BLAS the dense layer calls (SciPy's OpenBLAS; a
     process-wide setting of that library, as threadpoolctl would make).
+    Without a call both follow ``OMP_NUM_THREADS``. Results do not depend on
+    the thread count: losses are summed after the parallel loop, and
+    element-wise results are bit-identical for any count.
+
+    Parameters
+    ----------
+    n : int
+        The thread count, 1 <= n <= 1024 (any integer type; not a bool).
+
+    Raises
+    ------
+    TypeError
+        If `n` is not an integer, or is a bool.
+    ValueError
+        If `n` is outside [1, 1024].
+
+    See Also
+    --------
+    get_num_threads : The count in use.
+
+    Examples
+    --------
+    >>> import nnkernels as nk
+    >>> before = nk.get_num_threads()
+    >>> nk.set_num_threads(1)
+    >>> nk.get_num_threads()
+    1
+    >>> nk.set_num_threads(before)
     """
     global _num_threads, _threads_set
     if isinstance(n, (bool, np.bool_)):
@@ -203,17 +234,60 @@ def _one_thread_after_fork():
 os.register_at_fork(after_in_child=_one_thread_after_fork)
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """The number of OpenMP threads the kernels use.
 
-    Defaults to omp_get_max_threads(), which honours OMP_NUM_THREADS; always 1
-    in a build without OpenMP.
+    Defaults to ``omp_get_max_threads()``, which honours ``OMP_NUM_THREADS``;
+    always 1 in a build without OpenMP.
+
+    Returns
+    -------
+    n : int
+        The thread count, at least 1.
+
+    See Also
+    --------
+    set_num_threads : Change it.
+
+    Examples
+    --------
+    >>> import nnkernels as nk
+    >>> nk.get_num_threads() >= 1
+    True
     """
     return _num_threads if _runtime.openmp_enabled() else 1
 
 
-def build_info():
-    """Version, build and runtime facts (what ``python -m nnkernels info`` prints)."""
+def build_info() -> dict[str, Any]:
+    """Version, build and runtime facts (what ``python -m nnkernels info`` prints).
+
+    The first call loads the dense module's BLAS (SciPy's) to report it.
+
+    Returns
+    -------
+    info : dict
+        ``version`` (str); ``isa``, the instruction-set build in use
+        ("baseline", "avx2" or "avx512"); ``isas_compiled`` and ``isas_cpu``
+        (lists of str), the builds in the package and the levels this CPU
+        supports; ``openmp`` (bool), ``openmp_version`` and
+        ``omp_max_threads``; ``num_threads`` (int), as
+        :func:`get_num_threads`; ``compile_args``, the compiler flags of the
+        build; ``blas`` (str), the BLAS library found, and ``blas_threads``
+        (int or None), its thread count.
+
+    See Also
+    --------
+    get_num_threads : The thread count alone.
+
+    Examples
+    --------
+    >>> import nnkernels as nk
+    >>> info = nk.build_info()
+    >>> info["version"] == nk.__version__
+    True
+    >>> info["isa"] in info["isas_compiled"]
+    True
+    """
     from . import __version__
     return {
         "version": __version__,

@@ -1,8 +1,12 @@
 """Finite-difference check of the gradient a loss function returns."""
 
+from __future__ import annotations   # signatures show the aliases' names
+
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ._typing import ArrayLike, Callable, FloatArrayT, SupportsFloat
 
 __all__ = ["GradcheckResult", "gradcheck"]
 
@@ -11,9 +15,25 @@ __all__ = ["GradcheckResult", "gradcheck"]
 class GradcheckResult:
     """Outcome of :func:`gradcheck`; truthy iff the gradient is right.
 
-    ``worst_index`` is the index of the element furthest from its tolerance
-    (None for an empty ``x``); ``analytic`` and ``numeric`` hold the two
-    gradients in float64.
+    A frozen dataclass; ``bool(result)`` is ``result.ok``, and its repr
+    shows the two gradients at the worst element.
+
+    Attributes
+    ----------
+    ok : bool
+        Whether every element is within ``atol + rtol * |numeric|``.
+    max_abs_error : float
+        The largest ``|analytic - numeric|``.
+    max_rel_error : float
+        The largest ``|analytic - numeric| / max(|analytic|, |numeric|)``,
+        in [0, 2].
+    worst_index : tuple of int or None
+        The index of the element furthest from its tolerance (None for an
+        empty ``x``).
+    analytic : ndarray
+        The gradient f returned, in float64, of x's shape.
+    numeric : ndarray
+        The central finite differences, in float64, of x's shape.
     """
 
     ok: bool
@@ -57,19 +77,66 @@ def _call(f, x):
     return float(loss), grad
 
 
-def gradcheck(f, x, *, eps=1e-6, rtol=1e-4, atol=1e-6):
+def gradcheck(f: Callable[[FloatArrayT], tuple[SupportsFloat, ArrayLike]], x: FloatArrayT, *,
+              eps: float = 1e-6, rtol: float = 1e-4, atol: float = 1e-6) -> GradcheckResult:
     """Compare the gradient f returns with central finite differences.
 
     ``f(x)`` returns ``(loss, dloss/dx)`` with a scalar loss. The analytic
-    gradient is f's at ``x`` itself, in x's dtype. The numeric one is
-    (f(x + h e_i) - f(x - h e_i)) / 2h for every element i, always evaluated
-    on float64 copies of ``x``: differences of a float32 function are mostly
-    rounding noise at any useful step, so for float32 ``x`` ``f`` must also
-    accept float64 input (build the other arrays it uses in ``x.dtype``).
-    The check passes when every element satisfies
-    ``|analytic - numeric| <= atol + rtol * |numeric|``.
+    gradient is f's at ``x`` itself, in x's dtype. The numeric one is, for
+    every element i (e_i its unit vector, h = `eps`)::
+
+        numeric_i = (f(x + h e_i) − f(x − h e_i)) / 2h
+
+    always evaluated on float64 copies of ``x``: differences of a float32
+    function are mostly rounding noise at any useful step, so for float32
+    ``x`` ``f`` must also accept float64 input (build the other arrays it
+    uses in ``x.dtype``). The check passes when every element satisfies::
+
+        |analytic − numeric| <= atol + rtol |numeric|
 
     Costs 2 * x.size + 1 calls of ``f``.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x) -> (loss, grad)``: a scalar loss (a 0-d value; reduce
+        ``reduction="none"`` losses first) and the gradient, of x's shape.
+    x : ndarray of float32 or float64
+        The point to check at; it is not modified.
+    eps : float, default 1e-6
+        The finite-difference step h, > 0.
+    rtol : float, default 1e-4
+        The relative tolerance, >= 0.
+    atol : float, default 1e-6
+        The absolute tolerance, >= 0.
+
+    Returns
+    -------
+    result : GradcheckResult
+        Truthy when the gradient passes; it holds the errors, the worst
+        element and both gradients.
+
+    Raises
+    ------
+    TypeError
+        If `f` is not callable, `x` is not a float ndarray, `f` does not
+        return a pair, returns a non-numeric gradient, or fails on the
+        float64 copies of a float32 `x`.
+    ValueError
+        If `eps`, `rtol` or `atol` is not finite or out of range, `f`
+        returns a loss that is not a scalar, or a gradient of another shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import nnkernels as nk
+    >>> target = np.array([1.0, 0.0, 0.5])
+    >>> result = nk.gradcheck(lambda x: nk.mse(x, target), np.array([0.3, -1.0, 2.0]))
+    >>> bool(result), result.worst_index is not None
+    (True, True)
+    >>> bad = nk.gradcheck(lambda x: (np.sum(x ** 2), x), np.ones(3))   # grad is 2x
+    >>> bool(bad)
+    False
     """
     if not callable(f):
         raise TypeError(f"f must be callable, got {type(f).__name__}")

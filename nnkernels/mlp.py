@@ -15,9 +15,13 @@ every later step of that size allocates no array. The equations are in
 docs/equations.md (batch first: x (N, in), w (out, in), z = x wᵀ + b).
 """
 
+from __future__ import annotations   # signatures show the aliases' names
+
 import numbers
 
 import numpy as np
+
+from ._typing import Any, ArrayLike, DTypeLike, FloatArray, Iterable, Literal, Optional
 
 __all__ = ["MLP"]
 
@@ -46,10 +50,58 @@ class MLP:
     the nnkernels API: ``nnkernels`` (the default) or ``nnkernels.reference``.
     The initial parameters depend on ``sizes``, ``activation``, ``dtype``
     and ``seed`` only, never on the backend.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        The layer widths ``(n_in, hidden..., n_classes)``, at least two, each
+        >= 1.
+    activation : {"sigmoid", "tanh", "relu"}, default "sigmoid"
+        The hidden layers' activation.
+    dtype : float32 or float64, default float32
+        The parameters' dtype; batches must have it too.
+    backend : module, optional
+        The module whose ``dense_forward``, ``dense_backward`` and
+        ``softmax_cross_entropy`` it calls; ``nnkernels`` by default.
+    seed : int or None, default 0
+        The seed of the initial weights (None: fresh entropy).
+
+    Attributes
+    ----------
+    params : list of (ndarray, ndarray)
+        ``(w, b)`` per layer, updated in place by :meth:`step`.
+
+    Raises
+    ------
+    TypeError
+        If `sizes` is not a sequence of integers, `dtype` is not float32 or
+        float64, `backend` lacks the API, or `seed` is not an integer.
+    ValueError
+        If `sizes` has fewer than two widths or one below 1, `activation` is
+        unknown, or `seed` is negative.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnkernels.mlp import MLP
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((32, 4), dtype=np.float32)
+    >>> labels = (x[:, 0] > 0).astype(np.intp)
+    >>> net = MLP((4, 8, 2), "relu")
+    >>> first = net.step(x, labels, lr=0.5)
+    >>> for _ in range(50):
+    ...     last = net.step(x, labels, lr=0.5)
+    >>> last < first
+    True
+    >>> loss, accuracy = net.evaluate(x, labels)
+    >>> 0.0 <= accuracy <= 1.0
+    True
     """
 
-    def __init__(self, sizes, activation="sigmoid", *, dtype=np.float32,
-                 backend=None, seed=0):
+    def __init__(self, sizes: Iterable[int],
+                 activation: Literal["sigmoid", "tanh", "relu"] = "sigmoid", *,
+                 dtype: DTypeLike = np.float32, backend: Any = None,
+                 seed: Optional[int] = 0) -> None:
         sizes = _check_sizes(sizes)
         if not isinstance(activation, str) or activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {_ACTIVATIONS}, "
@@ -113,13 +165,42 @@ class MLP:
         self._latest_logits = a
         return a
 
-    def forward(self, x):
+    def forward(self, x: FloatArray) -> FloatArray:
         """The logits for the batch ``x`` (N, n_in): an internal buffer,
-        overwritten by the next call of the same batch size; copy to keep."""
+        overwritten by the next call of the same batch size; copy to keep.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, n_in)
+            The batch, in the network's dtype.
+
+        Returns
+        -------
+        logits : ndarray, shape (N, n_classes)
+            The output layer's z (no softmax applied).
+        """
         return self._forward(x, self._buffers_for(len(x)))
 
-    def step(self, x, labels, lr):
-        """One SGD step on the batch (x, labels); returns the batch's mean loss."""
+    def step(self, x: FloatArray, labels: ArrayLike, lr: float) -> float:
+        """One SGD step on the batch (x, labels); returns the batch's mean loss.
+
+        Forward, softmax cross-entropy, backward, then ``w ← w − lr grad_w``
+        and ``b ← b − lr grad_b`` for every layer, in place.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, n_in)
+            The batch, in the network's dtype.
+        labels : array_like of int, shape (N,)
+            The class of every sample.
+        lr : float
+            The learning rate.
+
+        Returns
+        -------
+        loss : float
+            The batch's mean cross-entropy before the update.
+        """
         nk, last = self.backend, len(self.params) - 1
         buffers = self._buffers_for(len(x))
         acts, grads = buffers.acts, buffers.grads
@@ -154,12 +235,35 @@ class MLP:
         return float(loss)
 
     @property
-    def logits(self):
+    def logits(self) -> Optional[FloatArray]:
         """The logits of the latest step or forward (an internal buffer)."""
         return self._latest_logits
 
-    def evaluate(self, x, labels, batch_size=1024):
-        """(mean loss, accuracy) over the whole of (x, labels), by batches."""
+    def evaluate(self, x: FloatArray, labels: ArrayLike,
+                 batch_size: int = 1024) -> tuple[float, float]:
+        """(mean loss, accuracy) over the whole of (x, labels), by batches.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, n_in)
+            The samples, in the network's dtype; N >= 1.
+        labels : array_like of int, shape (N,)
+            Their classes.
+        batch_size : int, default 1024
+            How many samples each forward pass takes.
+
+        Returns
+        -------
+        loss : float
+            The mean cross-entropy.
+        accuracy : float
+            The fraction of samples whose largest logit is their label.
+
+        Raises
+        ------
+        ValueError
+            If `batch_size` is not a positive integer, or `x` is empty.
+        """
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
                 or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")

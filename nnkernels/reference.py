@@ -19,9 +19,14 @@ per-element loss, and the gradient of its sum, i.e. every term with an
 upstream gradient of one.
 """
 
+from __future__ import annotations   # signatures show the aliases' names
+
 import numbers
 
 import numpy as np
+
+from ._typing import (Activation, ArrayLike, FloatArray, FloatArrayLike, Loss, Optional,
+                      Reduction, SupportsIndex)
 
 __all__ = [
     "sigmoid",
@@ -130,7 +135,7 @@ def _store(result, dtype, out):
 
 
 # -------------------------------------------------------------- activations
-def sigmoid(z, out=None):
+def sigmoid(z: FloatArrayLike, out: Optional[FloatArray] = None) -> FloatArray:
     """sigmoid(z) = 1 / (1 + e^(-z)), without overflow for any z."""
     z = _float_array("z", z)
     _check_out(out, z.shape, z.dtype)
@@ -142,7 +147,7 @@ def sigmoid(z, out=None):
     return _store(a, z.dtype, out)
 
 
-def relu(z, out=None):
+def relu(z: FloatArrayLike, out: Optional[FloatArray] = None) -> FloatArray:
     """relu(z) = max(0, z); NaN stays NaN."""
     z = _float_array("z", z)
     _check_out(out, z.shape, z.dtype)
@@ -158,19 +163,22 @@ def _activation_backward_inputs(grad, a, out):
     return grad, a, dtype
 
 
-def sigmoid_backward(grad, a, out=None):
+def sigmoid_backward(grad: FloatArrayLike, a: FloatArrayLike,
+                     out: Optional[FloatArray] = None) -> FloatArray:
     """grad * a * (1 - a), where a = sigmoid(z) is the layer output."""
     grad, a, dtype = _activation_backward_inputs(grad, a, out)
     return _store(grad * a * (1.0 - a), dtype, out)
 
 
-def tanh_backward(grad, a, out=None):
+def tanh_backward(grad: FloatArrayLike, a: FloatArrayLike,
+                  out: Optional[FloatArray] = None) -> FloatArray:
     """grad * (1 - a**2), where a = tanh(z) is the layer output."""
     grad, a, dtype = _activation_backward_inputs(grad, a, out)
     return _store(grad * (1.0 - a * a), dtype, out)
 
 
-def relu_backward(grad, a, out=None):
+def relu_backward(grad: FloatArrayLike, a: FloatArrayLike,
+                  out: Optional[FloatArray] = None) -> FloatArray:
     """0 where a <= 0, else grad (PyTorch's threshold_backward rule)."""
     grad, a, dtype = _activation_backward_inputs(grad, a, out)
     # Written as "a <= 0" rather than "a > 0" so that a NaN passes grad
@@ -194,7 +202,8 @@ def _shifted(z, axis):
     return z - np.max(z, axis=axis, keepdims=True, initial=-np.inf)
 
 
-def softmax(z, axis=-1, out=None):
+def softmax(z: FloatArrayLike, axis: SupportsIndex = -1,
+            out: Optional[FloatArray] = None) -> FloatArray:
     """p_j = e^(z_j - max) / sum_k e^(z_k - max) along ``axis``."""
     z, axis = _softmax_input(z, axis, out)
     with np.errstate(invalid="ignore"):  # inf - inf in rows holding +-inf
@@ -203,7 +212,8 @@ def softmax(z, axis=-1, out=None):
     return _store(p, z.dtype, out)
 
 
-def log_softmax(z, axis=-1, out=None):
+def log_softmax(z: FloatArrayLike, axis: SupportsIndex = -1,
+                out: Optional[FloatArray] = None) -> FloatArray:
     """log p_j = z_j - max - log sum_k e^(z_k - max) along ``axis``."""
     z, axis = _softmax_input(z, axis, out)
     with np.errstate(invalid="ignore"):
@@ -213,7 +223,8 @@ def log_softmax(z, axis=-1, out=None):
     return _store(log_p, z.dtype, out)
 
 
-def softmax_backward(grad, p, axis=-1, out=None):
+def softmax_backward(grad: FloatArrayLike, p: FloatArrayLike, axis: SupportsIndex = -1,
+                     out: Optional[FloatArray] = None) -> FloatArray:
     """p * (grad - sum_axis grad * p): the softmax Jacobian-vector product."""
     grad = _float_array("grad", grad)
     p = _float_array("p", p)
@@ -227,9 +238,12 @@ def softmax_backward(grad, p, axis=-1, out=None):
 
 
 # ------------------------------------------------------ softmax cross-entropy
-def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean",
-                          weight=None, ignore_index=-100, label_smoothing=0.0,
-                          out=None):
+def softmax_cross_entropy(logits: FloatArrayLike, target: ArrayLike, *,
+                          axis: SupportsIndex = -1, reduction: Reduction = "mean",
+                          weight: Optional[FloatArrayLike] = None,
+                          ignore_index: SupportsIndex = -100,
+                          label_smoothing: float = 0.0,
+                          out: Optional[FloatArray] = None) -> tuple[Loss, FloatArray]:
     """Cross-entropy of softmax(logits) against ``target``: (loss, grad_logits).
 
     Same semantics as ``torch.nn.functional.cross_entropy``. ``target`` is
@@ -399,10 +413,13 @@ def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean",
     return loss, _store(grad, dtype, out)
 
 
-def softmax_cross_entropy_backward(logits, target, *, axis=-1,
-                                   reduction="mean", weight=None,
-                                   ignore_index=-100, label_smoothing=0.0,
-                                   out=None):
+def softmax_cross_entropy_backward(logits: FloatArrayLike, target: ArrayLike, *,
+                                   axis: SupportsIndex = -1,
+                                   reduction: Reduction = "mean",
+                                   weight: Optional[FloatArrayLike] = None,
+                                   ignore_index: SupportsIndex = -100,
+                                   label_smoothing: float = 0.0,
+                                   out: Optional[FloatArray] = None) -> FloatArray:
     """The gradient part of :func:`softmax_cross_entropy` alone."""
     return softmax_cross_entropy(
         logits, target, axis=axis, reduction=reduction, weight=weight,
@@ -455,8 +472,11 @@ def _reduce_elementwise(loss, grad, reduction, dtype, out):
     return loss, _store(grad, dtype, out)
 
 
-def sigmoid_binary_cross_entropy(logits, target, *, reduction="mean",
-                                 weight=None, pos_weight=None, out=None):
+def sigmoid_binary_cross_entropy(logits: FloatArrayLike, target: FloatArrayLike, *,
+                                 reduction: Reduction = "mean",
+                                 weight: Optional[FloatArrayLike] = None,
+                                 pos_weight: Optional[FloatArrayLike] = None,
+                                 out: Optional[FloatArray] = None) -> tuple[Loss, FloatArray]:
     """Binary cross-entropy of sigmoid(logits): (loss, grad_logits).
 
     Same semantics as ``torch.nn.functional.binary_cross_entropy_with_logits``:
@@ -483,8 +503,10 @@ def sigmoid_binary_cross_entropy(logits, target, *, reduction="mean",
     return _reduce_elementwise(loss, grad, reduction, dtype, out)
 
 
-def binary_cross_entropy(probs, target, *, reduction="mean", weight=None,
-                         out=None):
+def binary_cross_entropy(probs: FloatArrayLike, target: FloatArrayLike, *,
+                         reduction: Reduction = "mean",
+                         weight: Optional[FloatArrayLike] = None,
+                         out: Optional[FloatArray] = None) -> tuple[Loss, FloatArray]:
     """Binary cross-entropy of probabilities: (loss, grad_probs).
 
     Same semantics as ``torch.nn.functional.binary_cross_entropy``:
@@ -512,7 +534,8 @@ def binary_cross_entropy(probs, target, *, reduction="mean", weight=None,
     return _reduce_elementwise(loss, grad, reduction, dtype, out)
 
 
-def mse(pred, target, *, reduction="mean", out=None):
+def mse(pred: FloatArrayLike, target: FloatArrayLike, *, reduction: Reduction = "mean",
+        out: Optional[FloatArray] = None) -> tuple[Loss, FloatArray]:
     """Squared error (pred - target)**2: (loss, grad_pred), grad = 2 (pred - target).
 
     Same semantics as ``torch.nn.functional.mse_loss``.
@@ -532,7 +555,9 @@ def _check_dense_shapes(x, w):
                          f"x {x.shape}, w {w.shape}")
 
 
-def dense_forward(x, w, b=None, activation=None, out=None):
+def dense_forward(x: FloatArrayLike, w: FloatArrayLike, b: Optional[FloatArrayLike] = None,
+                  activation: Activation = None,
+                  out: Optional[FloatArray] = None) -> FloatArray:
     """a = g(x @ w.T + b) for a batch x (N, in) and weights w (out, in)."""
     x = _float_array("x", x)
     w = _float_array("w", w)
@@ -559,8 +584,12 @@ def dense_forward(x, w, b=None, activation=None, out=None):
     return _store(a, dtype, out)
 
 
-def dense_backward(grad_a, x, w, a=None, activation=None, *,
-                   need_input_grad=True, accumulate=False, out=None):
+def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
+                   a: Optional[FloatArrayLike] = None, activation: Activation = None, *,
+                   need_input_grad: bool = True, accumulate: bool = False,
+                   out: Optional[tuple[Optional[FloatArray], Optional[FloatArray],
+                                       Optional[FloatArray]]] = None,
+                   ) -> tuple[FloatArray, FloatArray, Optional[FloatArray]]:
     """Gradients of a dense layer: (grad_w, grad_b, grad_x).
 
     grad_z = grad_a * g'(a), grad_w = grad_z.T @ x, grad_b = sum of grad_z
