@@ -45,4 +45,5 @@ echo "docs built: $(ls "$work"/html/*.html | wc -l) pages"
 
 echo "-- doctests of the public modules"
 "$py" -m pytest -q -p no:cacheprovider --doctest-modules \
-    --pyargs nnkernels._api nnkernels._dispatch nnkernels._gradcheck nnkernels.mlp
+    --pyargs nnkernels._api_activations nnkernels._api_softmax nnkernels._api_cross_entropy \
+    nnkernels._api_losses nnkernels._api_dense nnkernels._dispatch nnkernels._gradcheck nnkernels.mlp

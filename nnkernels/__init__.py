@@ -28,13 +28,11 @@ def _require_compiled_modules():
 
 _require_compiled_modules()
 
-from ._api import (
-    sigmoid, relu, sigmoid_backward, tanh_backward, relu_backward,
-    softmax, log_softmax, softmax_backward,
-    softmax_cross_entropy, softmax_cross_entropy_backward,
-    sigmoid_binary_cross_entropy, binary_cross_entropy, mse,
-    dense_forward, dense_backward,
-)
+from ._api_activations import sigmoid, relu, sigmoid_backward, tanh_backward, relu_backward
+from ._api_softmax import softmax, log_softmax, softmax_backward
+from ._api_cross_entropy import softmax_cross_entropy, softmax_cross_entropy_backward
+from ._api_losses import sigmoid_binary_cross_entropy, binary_cross_entropy, mse
+from ._api_dense import dense_forward, dense_backward
 from ._dispatch import set_num_threads, get_num_threads, build_info
 from ._gradcheck import gradcheck, GradcheckResult
 

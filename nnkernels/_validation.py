@@ -10,7 +10,7 @@ import operator
 
 import numpy as np
 
-from . import _dispatch, _overlap, _runtime
+from . import _dispatch, _layout, _overlap, _runtime
 
 FLOAT_TYPES = (np.float32, np.float64)
 REDUCTIONS = _runtime.REDUCTION_CODES
@@ -80,15 +80,6 @@ def output(out, shape, dtype, name="out"):
     return out
 
 
-def overlaps(out, *inputs):
-    """True when `out` may share memory with one of the inputs (None skipped).
-
-    Element-wise kernels may write in place over an input with the same
-    layout; any other overlap is computed into a temporary first.
-    """
-    return _overlap.overlaps(out, *inputs)
-
-
 def reduction_code(reduction):
     try:
         return REDUCTIONS[reduction]
@@ -121,33 +112,6 @@ def as_matrix(x, name, allow_1d=True):
     raise ValueError(f"{name} must be {expected} array, got shape {x.shape}")
 
 
-def kernel_layout_ok(*arrays):
-    """The kernels read machine numbers at element strides: every array
-    aligned for its dtype (NumPy's flag covers the data pointer and every
-    stride that is used) and every stride a multiple of the itemsize."""
-    for a in arrays:
-        if not a.flags.aligned:
-            return False
-        if a.flags.forc:            # contiguous: nothing more to look at
-            continue
-        size = a.itemsize
-        for s in a.strides:
-            if s % size:
-                return False
-    return True
-
-
-def c_contiguous(x):
-    """x itself when C-contiguous and aligned, else a C-ordered copy.
-
-    Not np.ascontiguousarray: that returns a misaligned C-contiguous array as
-    it is (a C read of it is undefined behaviour), and turns 0-d into 1-d.
-    """
-    if x.flags.c_contiguous and x.flags.aligned:
-        return x
-    return np.array(x, order="C")
-
-
 def class_indices(target, n_rows, name="target"):
     """Integer class labels (any integer dtype) as a contiguous intp array."""
     if target.ndim != 1 or target.shape[0] != n_rows:
@@ -160,7 +124,7 @@ def class_indices(target, n_rows, name="target"):
         if too_big.size:
             pos = int(too_big[0])
             raise ValueError(f"{name}[{pos}] = {target[pos]} is not a class index")
-    return c_contiguous(target.astype(np.intp, copy=False))
+    return _layout.c_contiguous(target.astype(np.intp, copy=False))
 
 
 def probability(x, name):

@@ -934,7 +934,7 @@ def test_regression_zero_classes_label_smoothing():
     ref.softmax_cross_entropy(z, t)    # eps / n_classes, even for eps = 0
 
 
-# found: _api._elementwise_loss takes full[0] of a weight broadcast to 0 rows:
+# found: _elementwise_loss takes full[0] of a weight broadcast to 0 rows:
 #   IndexError
 @pytest.mark.parametrize("wshape", [(0, 3), (3,)])
 def test_regression_weight_with_zero_rows(wshape):

@@ -1,0 +1,267 @@
+"""Dense layer forward and backward over a mini-batch: validate, prepare,
+one kernel call (gemm and the fused passes around it)."""
+
+from __future__ import annotations   # signatures show the aliases' names
+
+import numpy as np
+
+from . import _dispatch, _layout as layout
+from . import _validation as v
+from ._typing import (Activation, FloatArray, FloatArrayLike, Optional)
+
+
+def _activation_code(activation):
+    codes = _dispatch.dense().ACTIVATIONS
+    if activation is not None and (type(activation) is not str or activation not in codes):
+        raise ValueError(f"activation must be one of {tuple(codes)}, got {activation!r}")
+    return codes[activation]
+
+
+def _dense_shapes(x, w):
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"x (N, in) and w (out, in) disagree on in_features: "
+                         f"x {x.shape}, w {w.shape}")
+
+
+def dense_forward(x: FloatArrayLike, w: FloatArrayLike, b: Optional[FloatArrayLike] = None,
+                  activation: Activation = None,
+                  out: Optional[FloatArray] = None) -> FloatArray:
+    """Forward pass of a dense layer: a = g(x wᵀ + b).
+
+    The product is one BLAS gemm (SciPy's) into the output; the bias and the
+    activation are added in one pass over it::
+
+        z = x wᵀ + b          x (N, in), w (out, in), b (out,), z (N, out)
+        a = g(z)              g: identity, sigmoid, tanh or relu
+
+    C- and F-ordered arrays and transposed views go to BLAS without a copy;
+    other strides are copied to C order first.
+
+    Parameters
+    ----------
+    x : array_like of float32 or float64, shape (N, in)
+        The batch, one sample per row.
+    w : array_like, shape (out, in)
+        The weights, as in ``torch.nn.Linear``; x's dtype.
+    b : array_like, shape (out,), optional
+        The bias; x's dtype. None for no bias.
+    activation : {None, "sigmoid", "tanh", "relu"}, default None
+        g; None is the identity (a linear layer, e.g. the logits).
+    out : ndarray, optional
+        Where to write a: shape (N, out), x's dtype, writable; one that
+        overlaps an input is computed into a temporary first. By default a
+        new array.
+
+    Returns
+    -------
+    a : ndarray, shape (N, out)
+        The layer's output, in x's dtype (`out` when given).
+
+    Raises
+    ------
+    TypeError
+        If an input is not a float32 or float64 array (integer and bool
+        arrays and byte-swapped floats are refused; a list of numbers is
+        computed in float64), the float inputs do not share one dtype, or
+        `out` is not an ndarray of their dtype.
+    ValueError
+        If `x` or `w` is not 2-D, they disagree on in_features, `b` is not
+        of shape (out,), `activation` is not one of None, "sigmoid", "tanh",
+        "relu", a dimension exceeds the BLAS's 32-bit sizes, or `out` has
+        the wrong shape or is read-only.
+    MemoryError
+        If the result or a temporary cannot be allocated.
+
+    See Also
+    --------
+    dense_backward : The gradients of the layer.
+    nnkernels.reference.dense_forward : The same in plain NumPy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import nnkernels as nk
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((8, 4))
+    >>> w = rng.standard_normal((3, 4))
+    >>> b = np.zeros(3)
+    >>> a = nk.dense_forward(x, w, b, "tanh")
+    >>> a.shape
+    (8, 3)
+    >>> np.allclose(a, np.tanh(x @ w.T + b))
+    True
+    """
+    dense = _dispatch.dense()
+    x = v.float_array(x, "x")
+    w = v.float_array(w, "w")
+    named = [("x", x), ("w", w)]
+    if b is not None:
+        b = v.float_array(b, "b")
+        named.append(("b", b))
+    v.same_dtype(*named)
+    g = _activation_code(activation)
+    x = layout.blas_matrix(x, "x")
+    w = layout.blas_matrix(w, "w")
+    _dense_shapes(x, w)
+    if b is not None:
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"b must have shape ({w.shape[0]},) (out_features of "
+                             f"w {w.shape}), got b {b.shape}")
+        b = layout.c_contiguous(b)
+    out = v.output(out, (x.shape[0], w.shape[0]), x.dtype)
+    work = layout.work_array(out, (x, w, b), False)
+    dense.forward(g, x, w, b, work)
+    if work is not out:
+        out[...] = work
+    return out
+
+
+def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
+                   a: Optional[FloatArrayLike] = None, activation: Activation = None, *,
+                   need_input_grad: bool = True, accumulate: bool = False,
+                   out: Optional[tuple[Optional[FloatArray], Optional[FloatArray],
+                                       Optional[FloatArray]]] = None,
+                   ) -> tuple[FloatArray, FloatArray, Optional[FloatArray]]:
+    """Backward pass of a dense layer: the gradients (grad_w, grad_b, grad_x).
+
+    grad_z and grad_b come from one pass over grad_a, then grad_w and grad_x
+    are BLAS products (gemm's beta = 1 with `accumulate`)::
+
+        grad_z = grad_a ⊙ g'(a)       (grad_a itself without an activation)
+        grad_w = grad_zᵀ x            (out, in)
+        grad_b = Σ_rows grad_z        (out,)
+        grad_x = grad_z w             (N, in)
+
+    The 1/N of a mean lives in the loss gradient, so nothing is scaled here.
+    grad_z is kept in a scratch buffer per Python thread, reused, so with
+    `out` buffers a training step allocates nothing.
+
+    Parameters
+    ----------
+    grad_a : array_like of float32 or float64, shape (N, out)
+        ∂J/∂a, the upstream gradient of the layer's output.
+    x : array_like, shape (N, in)
+        The layer's input (the batch); grad_a's dtype.
+    w : array_like, shape (out, in)
+        The weights; grad_a's dtype.
+    a : array_like, shape (N, out), optional
+        The layer's output g(z); needed when `activation` is not None.
+    activation : {None, "sigmoid", "tanh", "relu"}, default None
+        The g of the forward pass; g' is computed from `a`.
+    need_input_grad : bool, default True
+        Whether to compute grad_x; False skips the second product and
+        returns None for it (the first layer needs none).
+    accumulate : bool, default False
+        Add the gradients into the `out` buffers instead of overwriting them
+        (two calls give the sum of two gradients).
+    out : tuple of three ndarray or None, optional
+        Buffers ``(grad_w, grad_b, grad_x)``, any of them None (then a new
+        array is made, zeroed with `accumulate`); each must have its
+        result's shape and dtype and be writable. The grad_x buffer is left
+        alone when `need_input_grad` is False. One that overlaps an input
+        or another buffer is computed into a temporary first.
+
+    Returns
+    -------
+    grad_w : ndarray, shape (out, in)
+        ∂J/∂w.
+    grad_b : ndarray, shape (out,)
+        ∂J/∂b.
+    grad_x : ndarray, shape (N, in), or None
+        ∂J/∂x; None when `need_input_grad` is False.
+
+    Raises
+    ------
+    TypeError
+        If an input is not a float32 or float64 array (integer and bool
+        arrays and byte-swapped floats are refused; a list of numbers is
+        computed in float64), the float inputs do not share one dtype, or
+        `out` is not an ndarray of their dtype.
+    ValueError
+        If `x` or `w` is not 2-D, they disagree on in_features, `grad_a` (or
+        `a`) is not of shape (N, out), `activation` is unknown or given
+        without `a`, a dimension exceeds the BLAS's 32-bit sizes, `out` is
+        not None nor a triple, or a buffer has the wrong shape or is read-
+        only.
+    MemoryError
+        If a result, the scratch memory or a temporary cannot be allocated.
+
+    See Also
+    --------
+    dense_forward : The forward pass.
+    nnkernels.reference.dense_backward : The same in plain NumPy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import nnkernels as nk
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((8, 4))
+    >>> w = rng.standard_normal((3, 4))
+    >>> a = nk.dense_forward(x, w, None, "sigmoid")
+    >>> grad_a = np.ones_like(a)
+    >>> gw, gb, gx = nk.dense_backward(grad_a, x, w, a, "sigmoid")
+    >>> gw.shape, gb.shape, gx.shape
+    ((3, 4), (3,), (8, 4))
+    >>> grad_z = grad_a * a * (1 - a)
+    >>> np.allclose(gw, grad_z.T @ x), np.allclose(gx, grad_z @ w)
+    (True, True)
+    >>> _, _, gx = nk.dense_backward(grad_a, x, w, a, "sigmoid", need_input_grad=False)
+    >>> gx is None
+    True
+    """
+    dense = _dispatch.dense()
+    grad_a = v.float_array(grad_a, "grad_a")
+    x = v.float_array(x, "x")
+    w = v.float_array(w, "w")
+    named = [("grad_a", grad_a), ("x", x), ("w", w)]
+    if a is not None:
+        a = v.float_array(a, "a")
+        named.append(("a", a))
+    v.same_dtype(*named)
+    dtype = x.dtype
+    g = _activation_code(activation)
+    x = layout.blas_matrix(x, "x")
+    w = layout.blas_matrix(w, "w")
+    _dense_shapes(x, w)
+    (n, n_in), n_out = x.shape, w.shape[0]
+    if grad_a.shape != (n, n_out):
+        raise ValueError(f"grad_a must have shape (N, out) = ({n}, {n_out}) for x {x.shape} "
+                         f"and w {w.shape}, got grad_a {grad_a.shape}")
+    if a is None and activation is not None:
+        raise ValueError(f"activation {activation!r} needs the layer output a")
+    if a is not None:
+        v.same_shape("grad_a", grad_a, "a", a)
+    grad_a = layout.blas_matrix(grad_a, "grad_a")
+    # the identity's derivative needs no a; any other reads it in either order
+    a = None if g == dense.ACTIVATIONS[None] else layout.blas_matrix(a, "a")
+
+    if out is None:
+        out = (None, None, None)
+    elif not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise ValueError("out must be None or a (grad_w, grad_b, grad_x) triple of arrays "
+                         f"or None, got {type(out).__name__}"
+                         + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+    # a fresh result starts from zero when it accumulates
+    fresh = np.zeros if accumulate else np.empty
+    results = []
+    for buffer, shape, name in ((out[0], (n_out, n_in), "out[0] (grad_w)"),
+                                (out[1], (n_out,), "out[1] (grad_b)"),
+                                (out[2], (n, n_in), "out[2] (grad_x)")):
+        if len(results) == 2 and not need_input_grad:
+            results.append(None)
+        elif buffer is None:
+            results.append(fresh(shape, dtype))
+        else:
+            results.append(v.output(buffer, shape, dtype, name))
+    grad_w, grad_b, grad_x = results
+    inputs = (grad_a, x, w, a)
+    work = [None if r is None else
+            layout.work_array(r, inputs + tuple(o for o in results if o is not r), accumulate)
+            for r in results]
+    scratch = layout.scratch_memory(dense.scratch_bytes(g, grad_a))
+    dense.backward(g, grad_a, x, w, a, work[0], work[1], work[2], scratch, accumulate)
+    for result, where in zip(results, work):
+        if where is not result:
+            result[...] = where
+    return grad_w, grad_b, grad_x
