@@ -55,14 +55,14 @@ def _positive_int(text):
 
 
 def cmd_bench(args):
-    from nnkernels import _bench
+    from nnkernels import benchmarks
 
     nk = _nnkernels()
     if args.kernel:
-        unknown = [k for k in args.kernel if k not in {e.name for e in _bench.KERNELS}]
+        unknown = [k for k in args.kernel if k not in {e.name for e in benchmarks.KERNELS}]
         if unknown:
             return _fail(f"unknown kernel(s) {', '.join(unknown)}; known: "
-                         + ", ".join(e.name for e in _bench.KERNELS))
+                         + ", ".join(e.name for e in benchmarks.KERNELS))
     if not hasattr(nk, "relu_backward"):
         return _fail(_NOT_BUILT)
     if args.threads is not None:
@@ -80,12 +80,12 @@ def cmd_bench(args):
             print("  " + msg, file=sys.stderr, flush=True)
 
     try:
-        res = _bench.run_bench(nk, quick=args.quick, dtypes=dtypes,
+        res = benchmarks.run_bench(nk, quick=args.quick, dtypes=dtypes,
                                compare_torch=args.compare == "torch",
                                kernels=args.kernel or None, log=log)
     except RuntimeError as exc:
         return _fail(str(exc))
-    print(_bench.format_report(res), flush=True)
+    print(benchmarks.format_report(res), flush=True)
 
     if args.json:
         with open(args.json, "w") as f:
@@ -99,7 +99,7 @@ def cmd_bench(args):
             print(f"--plot: matplotlib is not installed, {args.plot} not written "
                   "(pip install matplotlib)", file=sys.stderr)
         else:
-            _bench.plot_report(res, args.plot)
+            benchmarks.plot_report(res, args.plot)
             print(f"wrote {args.plot}")
     failed = any(b in r["errors"] for r in res["rows"] for b in ("nnkernels", "reference"))
     return 1 if failed else 0
