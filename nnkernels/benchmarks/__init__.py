@@ -17,7 +17,7 @@ from .cases import KERNELS, Kernel, bench_cases, bytes_moved, get_kernel, mlp_st
 from .machine import GB, machine_info, measure_bandwidth, measure_blas
 from .report import format_report, plot_report
 from .run import run_bench
-from .timing import prime_allocator, time_functions
+from .timing import STALL_RATIO, prime_allocator, stalled, time_functions
 
 __all__ = [
     "Kernel",
@@ -32,6 +32,8 @@ __all__ = [
     "machine_info",
     "prime_allocator",
     "time_functions",
+    "stalled",
+    "STALL_RATIO",
     "run_bench",
     "format_report",
     "plot_report",

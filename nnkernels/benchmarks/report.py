@@ -2,12 +2,17 @@
 
 ``format_report`` prints the machine, the floors the run measured, one row
 per (kernel, shape, dtype) with its time, rate, floor and speed-ups, and the
-notes. ``plot_report`` draws the speed-ups (needs matplotlib).
+notes; a ratio whose timings stalled (max/median above
+``timing.STALL_RATIO``) is shown as ``stalled`` with a legend line, and the
+last line says how long the run took. ``plot_report`` draws the speed-ups
+(needs matplotlib).
 """
 
 import textwrap
 
 import numpy as np
+
+from .timing import STALL_RATIO
 
 __all__ = ["format_report", "plot_report"]
 
@@ -24,6 +29,25 @@ def _fmt_time(s):
 
 def _fmt(v, spec, suffix=""):
     return "-" if v is None else format(v, spec) + suffix
+
+
+def _fmt_duration(s):
+    """``2m51s``, or ``38.2s`` under a minute."""
+    if s < 59.95:  # what rounds to 60.0s is 1m00s
+        return f"{s:.1f}s"
+    m, s = divmod(round(s), 60)
+    return f"{m}m{s:02d}s"
+
+
+STALL_MARK = "stalled"  # in place of a ratio whose timings stalled
+
+
+def _fmt_ratio(r, key, other, spec):
+    """The speed-up ``r[key]``, or ``stalled`` when nnkernels' or ``other``'s
+    timings stalled (max/median above STALL_RATIO)."""
+    if r[key] is not None and {"nnkernels", other} & set(r.get("stalled_backends", ())):
+        return STALL_MARK
+    return _fmt(r[key], spec, "x")
 
 
 def _shape_str(shape):
@@ -89,9 +113,9 @@ def format_report(res):
         if with_flops:
             cells.append(_fmt(r["gflops"], ".1f"))
         cells += [_fmt_time(r["floor_s"]), _fmt(r["pct_floor"], ".0f", "%"),
-                  _fmt(r["speedup_reference"], ".1f", "x")]
+                  _fmt_ratio(r, "speedup_reference", "reference", ".1f")]
         if with_torch:
-            cells += [_fmt_time(r["torch_s"]), _fmt(r["speedup_torch"], ".2f", "x")]
+            cells += [_fmt_time(r["torch_s"]), _fmt_ratio(r, "speedup_torch", "torch", ".2f")]
         table.append(cells)
     widths = [max(len(c[i]) for c in [head] + table) for i in range(len(head))]
     left = {0, 1, 2}
@@ -114,6 +138,9 @@ def format_report(res):
                  + "; %floor above 100% means the data stayed in cache"
                  + (" (GFLOP/s rows: the products ran faster than the probe)"
                     if with_flops else ""))
+    if any(STALL_MARK in cells for cells in table):
+        lines.append(f"{STALL_MARK} = max/median > {STALL_RATIO:g} in the samples of nnkernels "
+                     "or the other backend: a call stalled; the ratio is unreliable")
     if with_flops:
         counted = res.get("flops_counted", {})
         lines.extend(textwrap.wrap("FLOPs counted: " + "; ".join(
@@ -128,6 +155,8 @@ def format_report(res):
         for backend, err in r["errors"].items():
             lines.append(f"error: {r['kernel']} {_shape_str(r['shape'])} {r['dtype']} "
                          f"[{backend}]: {err}")
+    if res.get("elapsed_s") is not None:
+        lines.append(f"bench: {len(res['rows'])} rows in {_fmt_duration(res['elapsed_s'])}")
     return "\n".join(lines)
 
 

@@ -11,6 +11,8 @@ set it, run on the thread count of nnkernels for the length of the run.
 The result is a JSON-ready dict that ``report.format_report`` prints.
 """
 
+import time
+
 import numpy as np
 
 from nnkernels import reference
@@ -18,7 +20,7 @@ from nnkernels import reference
 from . import torch_twins
 from .cases import KERNELS, get_kernel
 from .machine import GB, machine_info, measure_bandwidth, measure_blas, pinned_threads
-from .timing import prime_allocator, time_functions
+from .timing import prime_allocator, stalled, time_functions
 
 __all__ = ["run_bench"]
 
@@ -38,6 +40,7 @@ def run_bench(nk, *, quick=False, dtypes=("float32",), compare_torch=False,
     ``nk`` is the ``nnkernels`` module. ``kernels`` restricts the run to these
     registry names. ``log`` (a callable taking a str) reports progress.
     """
+    start = time.perf_counter()
     log = log or (lambda msg: None)
     entries = KERNELS if kernels is None else tuple(get_kernel(k) for k in kernels)
     threads = nk.get_num_threads()
@@ -97,6 +100,7 @@ def run_bench(nk, *, quick=False, dtypes=("float32",), compare_torch=False,
         "flops_counted": {k.name: k.flops_label for k in entries if k.flops is not None},
         "notes": notes,
         "rows": rows,
+        "elapsed_s": time.perf_counter() - start,
     }
 
 
@@ -140,7 +144,12 @@ _RATE_KEYS = {"bytes": "gbps", "flops": "gflops"}
 
 def _make_row(kernel, label, shape, dt, work, times, floor_rate, errors):
     """One row: ``work`` is ``kernel.work(...)``, ``floor_rate`` the bytes or
-    FLOPs per second the floor assumes."""
+    FLOPs per second the floor assumes.
+
+    ``stalled_backends`` lists the backends whose samples spread more than
+    STALL_RATIO (max/median: a call stalled), ``stalled`` says whether there
+    is any; the row's ratios involving them are unreliable.
+    """
     quantity, amount, _ = work
     t = {k: v["median"] for k, v in times.items()}
     nk_t = t.get("nnkernels")
@@ -162,10 +171,13 @@ def _make_row(kernel, label, shape, dt, work, times, floor_rate, errors):
         "torch_s": t.get("torch"),
         "speedup_reference": None,
         "speedup_torch": None,
+        "stalled": False,
+        "stalled_backends": [k for k, v in times.items() if stalled(v)],
         "timings": times,
         "errors": errors,
     }
     row[quantity] = amount
+    row["stalled"] = bool(row["stalled_backends"])
     if nk_t is not None:
         row[_RATE_KEYS[quantity]] = amount / nk_t / GB
         if row["reference_s"] is not None:

@@ -5,6 +5,8 @@ function is warmed up and calibrated to a number of calls per sample lasting
 at least ``min_sample`` seconds; the samples of the functions of one row are
 taken in alternating blocks on the same input arrays, and each function's
 median, min and max per-call time are returned with its samples.
+``stalled`` says whether a function's samples spread so widely (max/median
+above ``STALL_RATIO``) that a call stalled and its ratios are unreliable.
 ``prime_allocator`` puts malloc in a long-running process's state first.
 """
 
@@ -16,7 +18,12 @@ import time
 
 import numpy as np
 
-__all__ = ["time_functions", "prime_allocator", "sample", "settle"]
+__all__ = ["time_functions", "prime_allocator", "stalled", "STALL_RATIO", "sample", "settle"]
+
+# max/median of a function's samples above which one of its calls stalled
+# (preempted, or waiting on another process): its ratios are then unreliable
+STALL_RATIO = 3.0
+
 
 def sample(fn, number, _timer=time.perf_counter):
     """Seconds per call of ``number`` back-to-back calls of ``fn``."""
@@ -117,3 +124,8 @@ def prime_allocator():
     block = np.empty(30 << 20, dtype=np.uint8)
     del block
 
+
+
+def stalled(timing):
+    """Whether a ``time_functions`` result for one function has max/median > STALL_RATIO."""
+    return timing["max"] > STALL_RATIO * timing["median"]
