@@ -154,6 +154,7 @@ def _make_row(kernel, label, shape, dt, work, times, floor_rate, errors):
     t = {k: v["median"] for k, v in times.items()}
     nk_t = t.get("nnkernels")
     floor_s = amount / floor_rate
+    stalled_backends = [k for k, v in times.items() if stalled(v)]
     row = {
         "kernel": kernel.name,
         "size": label,
@@ -171,13 +172,12 @@ def _make_row(kernel, label, shape, dt, work, times, floor_rate, errors):
         "torch_s": t.get("torch"),
         "speedup_reference": None,
         "speedup_torch": None,
-        "stalled": False,
-        "stalled_backends": [k for k, v in times.items() if stalled(v)],
+        "stalled": bool(stalled_backends),
+        "stalled_backends": stalled_backends,
         "timings": times,
         "errors": errors,
     }
     row[quantity] = amount
-    row["stalled"] = bool(row["stalled_backends"])
     if nk_t is not None:
         row[_RATE_KEYS[quantity]] = amount / nk_t / GB
         if row["reference_s"] is not None:
