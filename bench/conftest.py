@@ -1,7 +1,7 @@
 """Shared fixtures of the pytest-benchmark suites.
 
 The kernels, their sizes and their inputs come from the registry in
-``nnkernels._bench``; these suites only turn its entries into benchmarks,
+``nnkernels.benchmarks``; these suites only turn its entries into benchmarks,
 with ``benchmark.group`` set per kernel + shape + dtype so that nnkernels and
 the reference sit side by side in pytest-benchmark's table.
 
@@ -12,7 +12,7 @@ the reference sit side by side in pytest-benchmark's table.
 import numpy as np
 import pytest
 
-from nnkernels import _bench
+from nnkernels import benchmarks
 
 try:
     import pytest_benchmark  # noqa: F401
@@ -28,7 +28,7 @@ DTYPE = np.dtype(np.float32)
 def pytest_generate_tests(metafunc):
     """Parametrize ``test_<group>(kernel, shape, backend)`` over a registry group.
 
-    ``<group>`` is a ``group`` of ``nnkernels._bench.KERNELS`` ("activations",
+    ``<group>`` is a ``group`` of ``nnkernels.benchmarks.KERNELS`` ("activations",
     "softmax", "losses", "dense", "training"). The two backends of one case are adjacent, so the
     inputs built for the first are reused by the second (``bench_call``).
     """
@@ -37,7 +37,7 @@ def pytest_generate_tests(metafunc):
     group = metafunc.function.__name__.removeprefix("test_")
     params = [pytest.param(kernel, shape, backend,
                            id=f"{kernel.name}-{'x'.join(map(str, shape))}-{backend}")
-              for kernel, _, shape in _bench.bench_cases(group)
+              for kernel, _, shape in benchmarks.bench_cases(group)
               for backend in BACKENDS]
     if not params:
         raise ValueError(f"{metafunc.function.__name__}: no kernel in group {group!r}")
@@ -69,7 +69,7 @@ class _InputCache:
 
 @pytest.fixture(scope="session")
 def _input_cache():
-    _bench.prime_allocator()  # steady-state malloc, as ``python -m nnkernels bench``
+    benchmarks.prime_allocator()  # steady-state malloc, as ``python -m nnkernels bench``
     return _InputCache()
 
 
@@ -91,7 +91,7 @@ def bench_call(benchmark, _input_cache):
         quantity, amount, unit = kernel.work(shape, inputs, result)
         benchmark.extra_info[quantity] = amount
         if benchmark.stats is not None:  # None with --benchmark-disable
-            benchmark.extra_info[unit] = amount / benchmark.stats.stats.median / _bench.GB
+            benchmark.extra_info[unit] = amount / benchmark.stats.stats.median / benchmarks.GB
         return result
 
     return run

@@ -4,7 +4,10 @@
   with ``--compare torch``), with the machine's memory bandwidth as the floor
   (for the dense and training-step rows: its BLAS rate, FLOPs / GFLOP/s).
 - ``info``: version, build flags, OpenMP, threads, NumPy and its BLAS.
-- ``check``: gradient self-check of every kernel with ``nnkernels.gradcheck``.
+- ``check``: gradient self-check of every kernel with ``nnkernels.gradcheck``
+  (the cases are in ``nnkernels._selfcheck``).
+
+The bench itself (registry, timing, probes, report) is ``nnkernels.benchmarks``.
 """
 
 import argparse
@@ -36,10 +39,6 @@ def _fail(msg):
     return 1
 
 
-_NOT_BUILT = ("the compiled extension does not seem to be built: build it with "
-              "`python setup.py build_ext --inplace` (source tree) or `pip install .`")
-
-
 # --------------------------------------------------------------------------
 # bench
 # --------------------------------------------------------------------------
@@ -55,19 +54,15 @@ def _positive_int(text):
 
 
 def cmd_bench(args):
-    from nnkernels import _bench
+    from nnkernels import benchmarks
 
     nk = _nnkernels()
     if args.kernel:
-        unknown = [k for k in args.kernel if k not in {e.name for e in _bench.KERNELS}]
+        unknown = [k for k in args.kernel if k not in {e.name for e in benchmarks.KERNELS}]
         if unknown:
             return _fail(f"unknown kernel(s) {', '.join(unknown)}; known: "
-                         + ", ".join(e.name for e in _bench.KERNELS))
-    if not hasattr(nk, "relu_backward"):
-        return _fail(_NOT_BUILT)
+                         + ", ".join(e.name for e in benchmarks.KERNELS))
     if args.threads is not None:
-        if not hasattr(nk, "set_num_threads"):
-            return _fail("nnkernels.set_num_threads is missing; " + _NOT_BUILT)
         nk.set_num_threads(args.threads)
 
     if args.dtype:
@@ -79,13 +74,10 @@ def cmd_bench(args):
         if not args.silent:
             print("  " + msg, file=sys.stderr, flush=True)
 
-    try:
-        res = _bench.run_bench(nk, quick=args.quick, dtypes=dtypes,
+    res = benchmarks.run_bench(nk, quick=args.quick, dtypes=dtypes,
                                compare_torch=args.compare == "torch",
                                kernels=args.kernel or None, log=log)
-    except RuntimeError as exc:
-        return _fail(str(exc))
-    print(_bench.format_report(res), flush=True)
+    print(benchmarks.format_report(res), flush=True)
 
     if args.json:
         with open(args.json, "w") as f:
@@ -99,7 +91,7 @@ def cmd_bench(args):
             print(f"--plot: matplotlib is not installed, {args.plot} not written "
                   "(pip install matplotlib)", file=sys.stderr)
         else:
-            _bench.plot_report(res, args.plot)
+            benchmarks.plot_report(res, args.plot)
             print(f"wrote {args.plot}")
     failed = any(b in r["errors"] for r in res["rows"] for b in ("nnkernels", "reference"))
     return 1 if failed else 0
@@ -145,10 +137,7 @@ def _numpy_blas():
 def cmd_info(args):
     import platform
 
-    nk = _nnkernels()
-    if not hasattr(nk, "build_info"):
-        return _fail("nnkernels.build_info() is missing; " + _NOT_BUILT)
-    info = nk.build_info()
+    info = _nnkernels().build_info()
     rows = [(str(k), _fmt_value(v)) for k, v in info.items()]
     rows.append(("numpy", np.__version__))
     blas = _numpy_blas()
@@ -171,169 +160,6 @@ def cmd_info(args):
 # check
 # --------------------------------------------------------------------------
 
-def _scalar(loss):
-    """A loss as one float: the sum for reduction="none"."""
-    return float(np.sum(loss))
-
-
-def _loss_fn(fn, *args, **kwargs):
-    """f(x) = (summed loss, grad) of a fused loss ``fn(x, *args, **kwargs)``."""
-    def f(x):
-        loss, grad = fn(x, *args, **kwargs)
-        return _scalar(loss), grad
-    return f
-
-
-def _probabilities(rng, shape, axis=-1):
-    p = rng.uniform(0.05, 1.0, size=shape)
-    return p / p.sum(axis=axis, keepdims=True)
-
-
-def _away_from_zero(rng, shape, gap=0.1):
-    """Random values with |x| >= gap (finite differences stay off relu's kink)."""
-    x = rng.standard_normal(shape)
-    return np.where(x < 0, x - gap, x + gap)
-
-
-def gradient_checks(nk, seed=0):
-    """(label, f, x) for every gradient self-check of ``nk``: f(x) = (loss, dloss/dx)."""
-    rng = np.random.default_rng(seed)
-    checks = []
-
-    def add(label, f, x):
-        checks.append((label, f, x))
-
-    n, c = 6, 5
-    z = rng.standard_normal((n, c)) * 2.0
-    r = rng.standard_normal((n, c))
-
-    # ---- activations: L = sum(r * f(z)), dL/dz = backward(r, f(z))
-    if hasattr(nk, "sigmoid_backward"):
-        add("sigmoid_backward (L = sum(r * sigmoid(z)))",
-            lambda x: (float(np.sum(r * nk.sigmoid(x))),
-                       nk.sigmoid_backward(r, nk.sigmoid(x))), z)
-    if hasattr(nk, "tanh_backward"):
-        add("tanh_backward (L = sum(r * tanh(z)))",
-            lambda x: (float(np.sum(r * np.tanh(x))),
-                       nk.tanh_backward(r, np.tanh(x))), z)
-    if hasattr(nk, "relu_backward"):
-        add("relu_backward (L = sum(r * relu(z)))",
-            lambda x: (float(np.sum(r * nk.relu(x))),
-                       nk.relu_backward(r, nk.relu(x))), _away_from_zero(rng, (n, c)))
-
-    # ---- softmax family
-    if hasattr(nk, "softmax_backward"):
-        for axis in (-1, 0):
-            add(f"softmax_backward axis={axis} (L = sum(r * softmax(z)))",
-                lambda x, axis=axis: (float(np.sum(r * nk.softmax(x, axis=axis))),
-                                      nk.softmax_backward(r, nk.softmax(x, axis=axis),
-                                                          axis=axis)), z)
-    if hasattr(nk, "log_softmax"):
-        # analytic: d/dz sum(r * log_softmax(z)) = r - softmax(z) * sum(r)
-        for axis in (-1, 0):
-            add(f"log_softmax axis={axis} (L = sum(r * log_softmax(z)), analytic grad)",
-                lambda x, axis=axis: (
-                    float(np.sum(r * nk.log_softmax(x, axis=axis))),
-                    r - nk.softmax(x, axis=axis) * r.sum(axis=axis, keepdims=True)), z)
-
-    # ---- softmax cross-entropy with its options
-    if hasattr(nk, "softmax_cross_entropy"):
-        labels = rng.integers(0, c, size=n)
-        ignored = labels.copy()
-        ignored[[1, 4]] = -100
-        weight = rng.uniform(0.5, 2.0, size=c)
-        soft = _probabilities(rng, (n, c))
-        variants = [
-            ("class indices", labels, {}),
-            ("weight", labels, {"weight": weight}),
-            ("ignore_index=-100 (2 rows)", ignored, {}),
-            ("label_smoothing=0.1", labels, {"label_smoothing": 0.1}),
-            ("weight, ignore_index, label_smoothing=0.2", ignored,
-             {"weight": weight, "label_smoothing": 0.2}),
-            ("soft targets", soft, {}),
-            ("soft targets, weight, label_smoothing=0.1", soft,
-             {"weight": weight, "label_smoothing": 0.1}),
-        ]
-        for reduction in ("mean", "sum", "none"):
-            for desc, target, kw in variants:
-                add(f"softmax_cross_entropy {desc}, reduction={reduction}",
-                    _loss_fn(nk.softmax_cross_entropy, target, reduction=reduction, **kw), z)
-        add("softmax_cross_entropy ignore_index=2",
-            _loss_fn(nk.softmax_cross_entropy, labels, ignore_index=2), z)
-        add("softmax_cross_entropy axis=0 (column layout), weight",
-            _loss_fn(nk.softmax_cross_entropy, labels, axis=0, weight=weight),
-            np.ascontiguousarray(z.T))
-        add("softmax_cross_entropy axis=0 (column layout), soft targets",
-            _loss_fn(nk.softmax_cross_entropy, np.ascontiguousarray(soft.T), axis=0),
-            np.ascontiguousarray(z.T))
-        if hasattr(nk, "softmax_cross_entropy_backward"):
-            for desc, target, kw in (variants[0], variants[4], variants[6]):
-                add(f"softmax_cross_entropy_backward {desc}",
-                    lambda x, target=target, kw=kw: (
-                        _scalar(nk.softmax_cross_entropy(x, target, **kw)[0]),
-                        nk.softmax_cross_entropy_backward(x, target, **kw)), z)
-
-    # ---- element-wise losses, 2-D and 1-D
-    m = 7
-    shapes = ((n, c), (m,))
-    if hasattr(nk, "sigmoid_binary_cross_entropy"):
-        for shape in shapes:
-            x = rng.standard_normal(shape) * 2.0
-            y = rng.uniform(0.0, 1.0, size=shape)
-            cols = shape[-1]
-            variants = [
-                ("", {}),
-                ("weight (full shape)", {"weight": rng.uniform(0.5, 2.0, size=shape)}),
-                ("weight (per column)", {"weight": rng.uniform(0.5, 2.0, size=cols)}),
-                ("pos_weight", {"pos_weight": rng.uniform(0.5, 3.0, size=cols)}),
-                ("weight, pos_weight", {"weight": rng.uniform(0.5, 2.0, size=shape),
-                                        "pos_weight": rng.uniform(0.5, 3.0, size=cols)}),
-            ]
-            for reduction in ("mean", "sum", "none"):
-                for desc, kw in variants:
-                    add(f"sigmoid_binary_cross_entropy {shape} {desc}, reduction={reduction}"
-                        .replace(" ,", ","),
-                        _loss_fn(nk.sigmoid_binary_cross_entropy, y, reduction=reduction, **kw),
-                        x)
-    if hasattr(nk, "binary_cross_entropy"):
-        for shape in shapes:
-            p = rng.uniform(0.05, 0.95, size=shape)
-            y = (rng.uniform(size=shape) < 0.5).astype(np.float64)
-            for reduction in ("mean", "sum", "none"):
-                add(f"binary_cross_entropy {shape}, reduction={reduction}",
-                    _loss_fn(nk.binary_cross_entropy, y, reduction=reduction), p)
-                add(f"binary_cross_entropy {shape} weight, reduction={reduction}",
-                    _loss_fn(nk.binary_cross_entropy, y, reduction=reduction,
-                             weight=rng.uniform(0.5, 2.0, size=shape)), p)
-    if hasattr(nk, "mse"):
-        for shape in shapes:
-            x = rng.standard_normal(shape)
-            y = rng.standard_normal(shape)
-            for reduction in ("mean", "sum", "none"):
-                add(f"mse {shape}, reduction={reduction}",
-                    _loss_fn(nk.mse, y, reduction=reduction), x)
-
-    # ---- dense layer (when present)
-    if hasattr(nk, "dense_forward") and hasattr(nk, "dense_backward"):
-        nb, n_in, n_out = 4, 3, 5
-        x0 = rng.standard_normal((nb, n_in))
-        w0 = rng.standard_normal((n_out, n_in))
-        b0 = rng.standard_normal(n_out)
-        ra = rng.standard_normal((nb, n_out))
-        for act in (None, "sigmoid", "tanh", "relu"):
-            def layer(x, w, b, act=act):
-                a = nk.dense_forward(x, w, b, activation=act)
-                grads = nk.dense_backward(ra, x, w, a, activation=act)
-                return float(np.sum(ra * a)), grads
-            add(f"dense_backward activation={act}: grad_x",
-                lambda x, layer=layer: (lambda L, g: (L, g[2]))(*layer(x, w0, b0)), x0)
-            add(f"dense_backward activation={act}: grad_w",
-                lambda w, layer=layer: (lambda L, g: (L, g[0]))(*layer(x0, w, b0)), w0)
-            add(f"dense_backward activation={act}: grad_b",
-                lambda b, layer=layer: (lambda L, g: (L, g[1]))(*layer(x0, w0, b)), b0)
-    return checks
-
-
 def _fmt_index(index):
     try:
         return "(" + ", ".join(str(int(i)) for i in index) + ")"
@@ -342,12 +168,10 @@ def _fmt_index(index):
 
 
 def cmd_check(args):
+    from nnkernels._selfcheck import gradient_checks
+
     nk = _nnkernels()
-    if not hasattr(nk, "gradcheck"):
-        return _fail("nnkernels.gradcheck is missing; " + _NOT_BUILT)
     checks = gradient_checks(nk, seed=args.seed)
-    if not checks:
-        return _fail("no kernel to check; " + _NOT_BUILT)
     width = max(len(label) for label, _, _ in checks)
     failed = 0
     for label, f, x in checks:
@@ -359,7 +183,7 @@ def cmd_check(args):
             continue
         ok = bool(res)
         failed += not ok
-        extra = "" if ok else f"  worst index {_fmt_index(getattr(res, 'worst_index', '?'))}"
+        extra = "" if ok else f"  worst index {_fmt_index(res.worst_index)}"
         print(f"{'PASS' if ok else 'FAIL'}  {label:<{width}}  "
               f"max abs err {res.max_abs_error:.2e}  max rel err {res.max_rel_error:.2e}{extra}")
     print(f"{len(checks) - failed} of {len(checks)} gradient checks passed (float64)")
