@@ -139,8 +139,8 @@ def format_report(res):
                  + (" (GFLOP/s rows: the products ran faster than the probe)"
                     if with_flops else ""))
     if any(STALL_MARK in cells for cells in table):
-        lines.append(f"{STALL_MARK} = max/median > {STALL_RATIO:g} in the samples of nnkernels "
-                     "or the other backend: a call stalled; the ratio is unreliable")
+        lines.append(f"{STALL_MARK} = max/median or median/min > {STALL_RATIO:g} in the samples "
+                     "of nnkernels or the other backend: calls stalled; the ratio is unreliable")
     if with_flops:
         counted = res.get("flops_counted", {})
         lines.extend(textwrap.wrap("FLOPs counted: " + "; ".join(

@@ -127,5 +127,8 @@ def prime_allocator():
 
 
 def stalled(timing):
-    """Whether a ``time_functions`` result for one function has max/median > STALL_RATIO."""
-    return timing["max"] > STALL_RATIO * timing["median"]
+    """Whether a ``time_functions`` result for one function spread widely:
+    max/median > STALL_RATIO (a call stalled), or median/min > STALL_RATIO
+    (most calls did: the median itself is a stalled time)."""
+    return (timing["max"] > STALL_RATIO * timing["median"]
+            or timing["median"] > STALL_RATIO * timing["min"])
