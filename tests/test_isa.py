@@ -99,8 +99,8 @@ def test_selected_isa_is_known(info):
     assert cpu in (True, None), f"selected {info['isa']} but the CPU lacks it"
 
 
-@pytest.mark.parametrize("isa", ISAS)
-def test_forced_isa_matches_reference(isa, info, tmp_path):
+def run_forced(isa, info, tmp_path):
+    """The child's results under NNKERNELS_ISA=isa (skips if not runnable)."""
     if isa not in info["isas_compiled"]:
         pytest.skip(f"{isa} not compiled in this build")
     pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(nk.__file__)))
@@ -109,6 +109,7 @@ def test_forced_isa_matches_reference(isa, info, tmp_path):
     env["PYTHONPATH"] = os.pathsep.join(
         [pkg_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
                       if p])
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = str(tmp_path / "res.npz")
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD.format(testdir=testdir), path],
@@ -121,8 +122,14 @@ def test_forced_isa_matches_reference(isa, info, tmp_path):
         if cpu_refused and lacks is not True:
             pytest.skip(f"CPU cannot run {isa}: {proc.stderr.strip()[-200:]}")
         pytest.fail(f"NNKERNELS_ISA={isa} failed:\n{proc.stderr}")
-    res = np.load(path)
+    res = dict(np.load(path))
     assert str(res["isa"]) == isa, "NNKERNELS_ISA did not select the variant"
+    return res
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_forced_isa_matches_reference(isa, info, tmp_path):
+    res = run_forced(isa, info, tmp_path)
     worst = {}
     for dt in (np.float64, np.float32):
         dt = np.dtype(dt)
@@ -148,3 +155,27 @@ def test_forced_isa_matches_reference(isa, info, tmp_path):
                          err_msg=f"{key} {dt.name} under NNKERNELS_ISA={isa}")
     print(f"NNKERNELS_ISA={isa}: max scaled error "
           + ", ".join(f"{k}={v:.2e}" for k, v in worst.items()))
+
+
+# The builds agree to within this many ulps of each result's largest
+# magnitude (the documented bound): they differ only where the compiler
+# contracts a multiply and an add into one FMA, which the wider ISAs have.
+ISA_AGREEMENT_ULPS = 4
+
+
+def test_isa_builds_agree(info, tmp_path):
+    runnable = [isa for isa in ISAS if isa in info["isas_compiled"] and _cpu_has(isa)]
+    if len(runnable) < 2:
+        pytest.skip(f"fewer than two ISA builds runnable here: {runnable}")
+    results = {isa: run_forced(isa, info, tmp_path / isa) for isa in runnable}
+    base = results[runnable[0]]
+    for isa in runnable[1:]:
+        for key, got in results[isa].items():
+            if key == "isa":
+                continue
+            want = base[key]
+            eps = np.finfo(want.dtype).eps
+            scale = max(float(np.max(np.abs(want.astype(np.float64)))), np.finfo(want.dtype).tiny)
+            ulps = float(np.max(np.abs(got.astype(np.float64) - want))) / (eps * scale)
+            assert ulps <= ISA_AGREEMENT_ULPS, (
+                f"{key}: {isa} and {runnable[0]} differ by {ulps:.2f} ulps of the largest value")
