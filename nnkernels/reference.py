@@ -121,6 +121,13 @@ def _check_out(out, shape, dtype, name="out"):
                          f"got {out.shape}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
+    if out.size > 1 and not (out.flags.c_contiguous or out.flags.f_contiguous):
+        # every element's byte offset, and whether any two coincide
+        offsets = sum(np.arange(n).reshape((-1,) + (1,) * (out.ndim - 1 - axis)) * step
+                      for axis, (n, step) in enumerate(zip(out.shape, out.strides)))
+        if np.unique(offsets).size != out.size:
+            raise ValueError(f"{name} has elements that share memory "
+                             f"(strides {out.strides} for shape {out.shape})")
 
 
 def _store(result, dtype, out):

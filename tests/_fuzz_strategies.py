@@ -40,6 +40,13 @@ FLOAT_DTYPES = (F64, F32)
 BAD_DTYPES = ("float16", "int32", "int64", "uint8", "bool", "object",
               "complex128", "complex64", "other")
 LAYOUTS = ("C", "F", "strided", "neg", "unaligned")
+# adversarial layouts: "bcast" a read-only view with stride 0 along axis 0
+# (every row the first; np.broadcast_to), "span31" a 2-D view of a lazily
+# mapped buffer whose rows lie so far apart that its span passes 2**31
+# elements (the BLAS's int)
+INPUT_LAYOUTS = LAYOUTS + ("bcast", "span31")
+OUT_LAYOUTS = LAYOUTS + ("span31",)
+SPAN_LIMIT = 2 ** 31
 
 
 # ------------------------------------------------------------------ counting
@@ -117,6 +124,20 @@ def in_layout(vals, kind):
     if kind == "neg":
         rev = (slice(None, None, -1),) * vals.ndim
         return np.array(vals[rev], copy=True)[rev]
+    if kind == "bcast":
+        if vals.shape[0] == 0:
+            return np.array(vals, copy=True)
+        return np.broadcast_to(np.array(vals[:1], copy=True), vals.shape)
+    if kind == "span31":
+        if vals.ndim != 2 or vals.shape[0] < 2 or vals.shape[1] == 0 or vals.dtype.kind != "f":
+            return in_layout(vals, "strided")
+        rows, cols = vals.shape
+        ld = max(cols, -(-(SPAN_LIMIT + 1 - cols) // (rows - 1)))
+        buf = np.zeros((rows - 1) * ld + cols, vals.dtype)   # calloc: pages mapped on touch
+        view = np.lib.stride_tricks.as_strided(buf, vals.shape, (ld * vals.itemsize,
+                                                                 vals.itemsize))
+        view[...] = vals
+        return view
     if kind == "unaligned":                 # data pointer 1 byte off alignment
         if vals.dtype.kind == "O":
             return np.array(vals, copy=True)
@@ -147,7 +168,7 @@ class OutSpec:
     partial overlap); "reversed" (``arg`` reversed along every axis: full
     overlap, other order); bad: "shape", "dtype", "readonly", "list".
     """
-    kind: str = "none"
+    kind: str = "none"      # also "overlapping": writable, with a 0 stride (bad)
     arg: str | None = None
     layout: str = "C"
     shift: int = 0
@@ -195,11 +216,21 @@ def build_out(spec, made, specs):
         return None
     if spec.kind == "fresh":
         return in_layout(spec.fill, spec.layout)
+    if spec.kind in ("same", "reversed") and not made[spec.arg].flags.writeable:
+        made[spec.arg] = np.array(made[spec.arg])      # a "bcast" input: in place needs memory
     if spec.kind == "same":
         return made[spec.arg]
     if spec.kind == "reversed":
         x = made[spec.arg]
         return x[(slice(None, None, -1),) * x.ndim]
+    if spec.kind == "overlapping":
+        # a C-ordered out whose first axis longer than 1 has stride 0
+        dtype = np.dtype(spec.dtype)
+        strides = list(np.empty(spec.shape, dtype).strides)
+        axis = next(i for i, n in enumerate(spec.shape) if n > 1)
+        strides[axis] = 0
+        base = np.zeros(math.prod(spec.shape), dtype)
+        return np.lib.stride_tricks.as_strided(base, spec.shape, strides)
     if spec.kind == "shift":
         # one buffer holds the input (C order) and out, `shift` elements apart
         x_vals = specs[spec.arg].vals

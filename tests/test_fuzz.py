@@ -32,7 +32,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import nnkernels as nk
 import nnkernels.reference as ref
-from _fuzz_strategies import (BAD_DTYPES, F32, F64, FLOAT_DTYPES, LAYOUTS, Arg, Case,
+from _fuzz_strategies import (BAD_DTYPES, F32, F64, FLOAT_DTYPES, INPUT_LAYOUTS,
+                              OUT_LAYOUTS, Arg, Case,
                               Counter, OutSpec, bad_dtype_values, check, finite_max,
                               tolerances, values)
 
@@ -57,7 +58,8 @@ FUZZ = settings.get_profile("nnkernels-fuzz")
 seeds = st.integers(0, 2**32 - 1)
 dtypes = st.sampled_from(FLOAT_DTYPES)
 profiles = st.sampled_from(["normal", "normal", "special", "special", "wide"])
-layouts = st.sampled_from(LAYOUTS)
+layouts = st.sampled_from(INPUT_LAYOUTS)
+out_layouts = st.sampled_from(OUT_LAYOUTS)
 SIDES = [0, 1, 1, 2, 3, 5, 7, 16, 33]
 
 
@@ -103,7 +105,7 @@ def other_shape(draw, shape, min_dims=None, max_dims=None):
     return s if s != shape else shape + (2,)
 
 
-OUT_FAULTS = ("out_shape", "out_dtype", "out_readonly", "out_list")
+OUT_FAULTS = ("out_shape", "out_dtype", "out_readonly", "out_list", "out_overlapping")
 
 
 def draw_out(draw, fault, shape, dtype, seed, aliasable, name="out"):
@@ -118,7 +120,11 @@ def draw_out(draw, fault, shape, dtype, seed, aliasable, name="out"):
                                     np.complex128, np.bool_]))
         return OutSpec("dtype", shape=shape, dtype=bad), (name,), TypeError
     if fault == "out_readonly":
-        return OutSpec("readonly", fill=fill, layout=draw(layouts)), (name,), ValueError
+        return OutSpec("readonly", fill=fill, layout=draw(out_layouts)), (name,), ValueError
+    if fault == "out_overlapping":
+        if math.prod(shape) >= 2:
+            return OutSpec("overlapping", shape=shape, dtype=dtype), (name,), ValueError
+        return None, (), ()         # one element or none cannot overlap itself
     if fault == "out_list":
         return OutSpec("list", fill=fill), (name,), TypeError
     kinds = ["none", "none", "fresh", "fresh"]
@@ -129,7 +135,7 @@ def draw_out(draw, fault, shape, dtype, seed, aliasable, name="out"):
     if kind == "none":
         return None, (), ()
     if kind == "fresh":
-        return OutSpec("fresh", fill=fill, layout=draw(layouts)), (), ()
+        return OutSpec("fresh", fill=fill, layout=draw(out_layouts)), (), ()
     arg = draw(st.sampled_from(aliasable))
     if kind == "same":
         return OutSpec("same", arg=arg), (), ()
@@ -571,7 +577,7 @@ ACTIVATIONS = [None, "sigmoid", "tanh", "relu"]
 
 def dense_arg(draw, vals):
     """C, F, strided, negative strides, unaligned or a transposed view (Z.T)."""
-    lay = draw(st.sampled_from(LAYOUTS + ("T",)))
+    lay = draw(st.sampled_from(INPUT_LAYOUTS + ("T",)))
     if lay == "T":
         return TArg(vals)
     return Arg(vals, lay)
