@@ -24,13 +24,13 @@ from nnkernels._math cimport (sigmoid_of, relu_of, sigmoid_grad, tanh_grad,
 cnp.import_array()
 
 from nnkernels._math cimport NNK_ISA, NNK_CFLAGS
+from nnkernels._codes cimport ELEMENTWISE_PARALLEL_MIN as PARALLEL_MIN
 
 ISA = NNK_ISA.decode()
 COMPILE_ARGS = NNK_CFLAGS.decode()
 
 cdef enum:
     CHUNK = 16384          # elements per work item (64 KiB of float32)
-    PARALLEL_MIN = 65536   # below this, waking threads costs more than it saves
 
 cpdef enum Op:      # operation codes, visible to the Python layer
     SIGMOID

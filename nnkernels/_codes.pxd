@@ -11,5 +11,9 @@ cdef enum Reduction:
 
 
 cdef enum:
-    # elements below which the row-wise loss and softmax kernels wake no threads
-    ROW_PARALLEL_MIN = 32768
+    # Elements below which a kernel wakes no threads: the smallest sizes at
+    # which two threads beat one by 1.3x or more on a 2-vCPU machine (see
+    # docs/benchmark.md, "Threads"); below them a second thread saves a few
+    # microseconds and risks milliseconds waiting for a descheduled worker.
+    ROW_PARALLEL_MIN = 131072          # softmax family, cross-entropy, element-wise losses
+    ELEMENTWISE_PARALLEL_MIN = 262144  # activations and their backward passes

@@ -298,6 +298,7 @@ def build_info() -> dict[str, Any]:
         "openmp_version": _runtime.openmp_version(),
         "omp_max_threads": _runtime.omp_max_threads(),
         "num_threads": get_num_threads(),
+        "thread_thresholds": dict(_runtime.THREAD_THRESHOLDS),
         "compile_args": activations.COMPILE_ARGS,
         "blas": _blas_threads().library or "unknown (no thread controls found)",
         "blas_threads": _blas_threads().get(),

@@ -68,7 +68,9 @@ def compile_flags():
     return NNK_CFLAGS.decode()
 
 
-from nnkernels._codes cimport NONE, MEAN, SUM
+from nnkernels._codes cimport NONE, MEAN, SUM, ROW_PARALLEL_MIN, ELEMENTWISE_PARALLEL_MIN
 
 # reduction name -> the code every loss kernel takes
 REDUCTION_CODES = {"none": NONE, "mean": MEAN, "sum": SUM}
+# elements from which the kernels split their work over threads
+THREAD_THRESHOLDS = {"elementwise": ELEMENTWISE_PARALLEL_MIN, "rows": ROW_PARALLEL_MIN}

@@ -129,7 +129,9 @@ def in_layout(vals, kind):
             return np.array(vals, copy=True)
         return np.broadcast_to(np.array(vals[:1], copy=True), vals.shape)
     if kind == "span31":
-        if vals.ndim != 2 or vals.shape[0] < 2 or vals.shape[1] == 0 or vals.dtype.kind != "f":
+        # a few rows only: each row touches its own (huge) page of the buffer
+        if (vals.ndim != 2 or not 2 <= vals.shape[0] <= 4 or vals.shape[1] == 0
+                or vals.dtype.kind != "f"):
             return in_layout(vals, "strided")
         rows, cols = vals.shape
         ld = max(cols, -(-(SPAN_LIMIT + 1 - cols) // (rows - 1)))

@@ -25,8 +25,9 @@ import nnkernels as nk
 import nnkernels.reference as ref
 from _nkutil import assert_close
 
-# 256 x 300 = 76 800 elements: above every kernel's parallel threshold.
-N, C = 256, 300
+# 512 x 520 = 266 240 elements: above every kernel's parallel threshold
+# (nnkernels.build_info()["thread_thresholds"]; test_threads checks it).
+N, C = 512, 520
 H_OUT = 160           # dense: w is (H_OUT, C), x is (N, C)
 N_INPUTS = 8
 N_WORKERS = 4

@@ -160,8 +160,8 @@ def elementwise_cases(draw, fname):
     names = ["z"] if fname in ("sigmoid", "relu") else ["grad", "a"]
     dtype = draw(dtypes)
     big = draw(st.sampled_from([False] * 30 + [True]))
-    # a rare big array crosses the kernels' OpenMP threshold (65536 elements)
-    shape = (257, 263) if big else draw(shapes(0, 3))
+    # a rare big array crosses the kernels' OpenMP threshold (262,144 elements)
+    shape = (513, 521) if big else draw(shapes(0, 3))
     seed = draw(seeds)
     prof = draw(profiles)
     args = {n: Arg(values(seed + i, shape, dtype, prof), draw(layouts))
@@ -217,7 +217,7 @@ def softmax_cases(draw, fname):
     fault = fault_or_none(draw, ("dtype", "shape", "ndim", "axis", "axis_type") + OUT_FAULTS)
     ndim = draw(st.sampled_from([0, 3])) if fault == "ndim" else draw(st.sampled_from([1, 2, 2]))
     big = draw(st.sampled_from([False] * 30 + [True])) and ndim == 2
-    shape = (130, 301) if big else draw(shapes(ndim, ndim))
+    shape = (400, 331) if big else draw(shapes(ndim, ndim))
     seed, prof = draw(seeds), draw(profiles)
     args = {}
     for i, n in enumerate(names):
@@ -286,7 +286,7 @@ def cross_entropy_cases(draw, fname):
     fault = fault_or_none(draw, CE_FAULTS, valid_weight=8)
     N, C = draw(side()), draw(side())
     if draw(st.sampled_from([False] * 30 + [True])):
-        N, C = 300, 130                # past the kernels' OpenMP threshold
+        N, C = 1030, 130               # past the kernels' OpenMP threshold
     axis = draw(st.sampled_from([-1, 1, 0, -2]))
     ax = axis % 2
     shape = (N, C) if ax == 1 else (C, N)
@@ -461,7 +461,7 @@ def elementwise_loss_cases(draw, fname):
     fault = fault_or_none(draw, faults, valid_weight=6)
     shape = draw(shapes(1, 2))
     if draw(st.sampled_from([False] * 30 + [True])):
-        shape = (200, 171)              # past the OpenMP threshold
+        shape = (800, 171)              # past the OpenMP threshold
     seed, prof = draw(seeds), draw(profiles)
     if xname == "probs":
         xv = values(seed, shape, dtype, prof, lo=0.0, hi=1.0)

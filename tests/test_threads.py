@@ -141,6 +141,15 @@ def test_reductions_agree_for_any_thread_count(name, dtype):
             assert_close(a, e, dtype, n=1000)
 
 
+def test_threaded_test_shapes_cross_the_thread_thresholds():
+    # the shapes the thread and concurrency tests use must start a team
+    import test_concurrency
+    thresholds = nk.build_info()["thread_thresholds"]
+    assert set(thresholds) == {"elementwise", "rows"}
+    for n in (BIG[0] * BIG[1], test_concurrency.N * test_concurrency.C):
+        assert n >= max(thresholds.values()), (n, thresholds)
+
+
 def test_set_and_get_num_threads():
     old = nk.get_num_threads()
     try:
