@@ -23,6 +23,10 @@ TIMEOUT = 120
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork")
 needs_openmp = pytest.mark.skipif(not nk.build_info()["openmp"],
                                   reason="a build without OpenMP has no threads")
+# a sanitizer runtime reserves terabytes of shadow address space and fails
+# its own allocations under an address-space limit
+no_sanitizer = pytest.mark.skipif("-fsanitize" in nk.build_info()["compile_args"],
+                                  reason="RLIMIT_AS and a sanitizer runtime do not mix")
 
 # Every threaded kernel family on arrays large enough to start a team.
 CALLS = textwrap.dedent("""
@@ -172,6 +176,7 @@ LIMITED = CALLS + textwrap.dedent("""
 
 
 @needs_openmp
+@no_sanitizer
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc")
 def test_memory_limit_raises_never_hangs():
     out = run_python(LIMITED, timeout=300)
@@ -179,6 +184,7 @@ def test_memory_limit_raises_never_hangs():
 
 
 @needs_openmp
+@no_sanitizer
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc")
 def test_too_many_threads_for_the_address_space_is_an_exception():
     # each thread needs a stack; libgomp would print "Thread creation failed"
