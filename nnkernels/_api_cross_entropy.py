@@ -48,7 +48,7 @@ def _cross_entropy(logits, target, axis, reduction, weight, ignore_index,
                         f"got dtype {target.dtype}")
 
     if weight is not None:
-        weight = v.float_array(weight, "weight")
+        weight = v.float_array(weight, "weight", like=logits.dtype)
         v.same_dtype(("logits", logits), ("weight", weight))
         if weight.shape != (n_classes,):
             raise ValueError(f"weight must have shape ({n_classes},), got {weight.shape}")

@@ -14,7 +14,7 @@ _el = _dispatch.elementwise_losses
 
 def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out):
     x = v.float_array(x, x_name)
-    target = v.float_array(target, "target")
+    target = v.float_array(target, "target", like=x.dtype)
     v.same_dtype((x_name, x), ("target", target))
     v.same_shape(x_name, x, "target", target)
     if x.ndim not in (1, 2):
@@ -31,7 +31,7 @@ def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out)
     if weight is None:
         w2 = np.ones(cols, x.dtype)
     else:
-        weight = v.float_array(weight, "weight")
+        weight = v.float_array(weight, "weight", like=x.dtype)
         v.same_dtype((x_name, x), ("weight", weight))
         try:
             full = np.broadcast_to(weight, x.shape)
@@ -45,7 +45,7 @@ def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out)
             w2, w_row_stride = layout.c_contiguous(full), cols
     pw = np.ones(cols, x.dtype)
     if pos_weight is not None:
-        pos_weight = v.float_array(pos_weight, "pos_weight")
+        pos_weight = v.float_array(pos_weight, "pos_weight", like=x.dtype)
         v.same_dtype((x_name, x), ("pos_weight", pos_weight))
         if pos_weight.shape != (cols,):
             raise ValueError(f"pos_weight must hold one value per column ({cols},), "

@@ -131,7 +131,11 @@ def set_num_threads(n: SupportsIndex) -> None:
     process-wide setting of that library, as threadpoolctl would make).
     Without a call both follow ``OMP_NUM_THREADS``. Results do not depend on
     the thread count: losses are summed after the parallel loop, and
-    element-wise results are bit-identical for any count.
+    element-wise results are bit-identical for any count. A BLAS may cap
+    its own count (SciPy's OpenBLAS is built for at most 64 threads):
+    ``build_info()["blas_threads"]`` reports what it uses. In a process
+    forked from one that had loaded nnkernels the OpenMP kernels stay on one
+    thread (OpenMP's threads do not survive fork), and asking for more warns.
 
     Parameters
     ----------
@@ -144,6 +148,9 @@ def set_num_threads(n: SupportsIndex) -> None:
         If `n` is not an integer, or is a bool.
     ValueError
         If `n` is outside [1, 1024].
+    MemoryError
+        If `n` thread stacks cannot fit under the process's address-space
+        limit (``ulimit -v``).
 
     See Also
     --------

@@ -26,17 +26,22 @@ def array(x, name):
                         f"ignore; pass {name}.filled(value) or the unmasked values")
     if isinstance(x, np.ndarray):
         return x.view(np.ndarray)
-    return np.asarray(x)
+    try:
+        return np.asarray(x)
+    except (TypeError, RuntimeError) as e:     # e.g. a torch tensor that requires grad
+        raise TypeError(f"{name} could not be read as a NumPy array "
+                        f"({type(x).__name__}: {e})") from e
 
 
-def float_array(x, name):
-    """x as a float32/float64 ndarray (lists of numbers are converted), else TypeError."""
+def float_array(x, name, like=None):
+    """x as a float32/float64 ndarray, else TypeError.  A list or scalar of
+    numbers becomes float64, as NumPy computes, or the dtype `like` (the
+    main input's, for a weight or a target given as a list)."""
     if type(x) is not np.ndarray:
         was_array = isinstance(x, np.ndarray)
         x = array(x, name)
-        if not was_array and x.dtype.kind in "iu":
-            # a plain Python list of numbers: compute in float64, as NumPy would
-            x = x.astype(np.float64)
+        if not was_array and (x.dtype.kind in "iu" or like is not None and x.dtype.kind == "f"):
+            x = x.astype(np.float64 if like is None else like)
     if x.dtype.type not in FLOAT_TYPES:
         raise TypeError(f"{name} must be a float32 or float64 array, got dtype {x.dtype}")
     if not x.dtype.isnative:

@@ -1132,3 +1132,32 @@ def test_regression_sigmoid_grad_order():
     got = nk.dense_backward(grad, x, w, a, "sigmoid")
     for g, e in zip(got, ref.dense_backward(grad, x, w, a, "sigmoid")):
         np.testing.assert_allclose(g, e, rtol=1e-6)
+
+
+# found: a Python-list weight was float64 and could never be used with float32
+#   inputs (a dtype-mismatch TypeError); now a list takes the input's dtype
+@pytest.mark.parametrize("module", [nk, ref], ids=["nnkernels", "reference"])
+def test_regression_list_weight_with_float32(module):
+    z = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    labels = np.array([0, 2, 1, 0])
+    loss, grad = module.softmax_cross_entropy(z, labels, weight=[1.0, 2.0, 0.5])
+    want = ref.softmax_cross_entropy(z, labels, weight=np.array([1, 2, .5], np.float32))
+    assert grad.dtype == np.float32 and loss.dtype == np.float32
+    np.testing.assert_allclose(loss, want[0], rtol=1e-6)
+    loss, grad = module.sigmoid_binary_cross_entropy(z, [[0, 1, 0]] * 4, weight=[1, 2, 3],
+                                                     pos_weight=[0.5, 1, 2])
+    assert grad.dtype == np.float32
+
+
+# found: a torch tensor that requires grad (or a bfloat16 one) raised torch's
+#   own error, which names no argument
+@pytest.mark.parametrize("kind", ["requires_grad", "bfloat16"])
+def test_regression_torch_tensor_names_the_argument(kind):
+    torch = pytest.importorskip("torch")
+    t = (torch.zeros(3, requires_grad=True) if kind == "requires_grad"
+         else torch.zeros(3, dtype=torch.bfloat16))
+    for module in (nk, ref):
+        with pytest.raises(TypeError, match="z"):
+            module.sigmoid(t)
+    with pytest.raises(TypeError, match="target"):
+        nk.mse(np.zeros(3), t)

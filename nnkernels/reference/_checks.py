@@ -11,14 +11,19 @@ _REDUCTIONS = ("mean", "sum", "none")
 _ACTIVATIONS = (None, "sigmoid", "tanh", "relu")
 
 
-def _float_array(name, value):
+def _float_array(name, value, like=None):
     """Return ``value`` as a float32 or float64 ndarray, else TypeError
-    (booleans are not numbers here; a masked array's mask is not dropped)."""
+    (booleans are not numbers here; a masked array's mask is not dropped).
+    A list of numbers is float64, as NumPy computes, or the dtype ``like``."""
     if isinstance(value, np.ma.MaskedArray):
         raise TypeError(f"{name} is a numpy.ma.MaskedArray; pass {name}.filled(value)")
-    array = np.asarray(value)
-    if not isinstance(value, np.ndarray) and array.dtype.kind in "iu":
-        array = array.astype(np.float64)    # a list of numbers: float64, as NumPy computes
+    try:
+        array = np.asarray(value)
+    except (TypeError, RuntimeError) as e:
+        raise TypeError(f"{name} could not be read as a NumPy array ({e})") from e
+    if not isinstance(value, np.ndarray) and (
+            array.dtype.kind in "iu" or like is not None and array.dtype.kind == "f"):
+        array = array.astype(np.float64 if like is None else like)
     if array.dtype not in _FLOAT_DTYPES:
         raise TypeError(
             f"{name} must be a float32 or float64 array, got dtype {array.dtype}")

@@ -62,7 +62,7 @@ def softmax_cross_entropy(logits: FloatArrayLike, target: ArrayLike, *,
         raise TypeError("target must be integer class indices or float class "
                         f"probabilities, got dtype {target.dtype}")
     if weight is not None:
-        weight = _float_array("weight", weight)
+        weight = _float_array("weight", weight, like=logits.dtype)
         if weight.shape != (n_classes,):
             raise ValueError(f"weight must have shape ({n_classes},) (one value "
                              f"per class), got weight {weight.shape}")

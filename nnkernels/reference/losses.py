@@ -15,11 +15,11 @@ def _elementwise_loss_inputs(input_name, x, target, reduction, out,
     """Validate the arguments of an element-wise loss; return them and the dtype."""
     x = _float_array(input_name, x)
     _check_ndim(input_name, x, (1, 2))
-    target = _float_array("target", target)
+    target = _float_array("target", target, like=x.dtype)
     _check_same_shape(input_name, x, "target", target)
     n_columns = x.shape[-1]
     if weight is not None:
-        weight = _float_array("weight", weight)
+        weight = _float_array("weight", weight, like=x.dtype)
         try:    # any shape that broadcasts to the input's, as in PyTorch
             np.broadcast_to(weight, x.shape)
         except ValueError:
@@ -28,7 +28,7 @@ def _elementwise_loss_inputs(input_name, x, target, reduction, out,
                 f"(e.g. that shape, or one value per column ({n_columns},)), "
                 f"got weight {weight.shape}") from None
     if pos_weight is not None:
-        pos_weight = _float_array("pos_weight", pos_weight)
+        pos_weight = _float_array("pos_weight", pos_weight, like=x.dtype)
         if pos_weight.shape != (n_columns,):
             raise ValueError(
                 f"pos_weight must have one value per column ({n_columns},) of "
