@@ -5,18 +5,22 @@ from __future__ import annotations   # signatures show the aliases' names
 
 import numpy as np
 
-from . import _dispatch, _layout as layout
+from . import _dispatch, _layout as layout, _runtime, _team
 from . import _validation as v
 from ._typing import (FloatArray, FloatArrayLike, Optional)
 
 _act = _dispatch.activations
+_THREADS_FROM = _runtime.THREAD_THRESHOLDS["elementwise"]
 
 
 def _map(op, x, x_name, a, a_name, out):
     if type(x) is np.ndarray:
         # the common call: the kernel's entry checks it in C and runs it
         o = np.empty_like(x) if out is None else out
-        if type(o) is np.ndarray and _act.apply(op, x, a, o, _dispatch._num_threads):
+        if type(o) is np.ndarray and (
+                _act.apply(op, x, a, o, _dispatch._num_threads) if x.size < _THREADS_FROM
+                else _team.threaded_call(("act", op), x.size, _THREADS_FROM, _act.apply,
+                                         op, x, a, o)):
             return o
     return _map_checked(op, x, x_name, a, a_name, out)
 
@@ -30,8 +34,9 @@ def _map_checked(op, x, x_name, a, a_name, out):
         v.same_shape(x_name, x, a_name, a)
     out = v.output(out, x.shape, x.dtype)
     result = np.empty(x.shape, x.dtype)
-    ran = _act.apply(op, layout.c_contiguous(x), None if a is None else layout.c_contiguous(a), result,
-                     _dispatch._num_threads)
+    ran = _team.threaded_call(("act", op), x.size, _THREADS_FROM, _act.apply, op,
+                              layout.c_contiguous(x),
+                              None if a is None else layout.c_contiguous(a), result)
     if not ran:
         raise RuntimeError("nnkernels: internal error, validated operands were refused")
     out[...] = result

@@ -5,7 +5,7 @@ from __future__ import annotations   # signatures show the aliases' names
 
 import numpy as np
 
-from . import _dispatch, _layout as layout
+from . import _dispatch, _layout as layout, _runtime, _team
 from . import _validation as v
 from ._typing import (ArrayLike, FloatArray, FloatArrayLike, Loss, Optional, Reduction, SupportsIndex)
 
@@ -13,6 +13,7 @@ INTP_MIN, INTP_MAX = int(np.iinfo(np.intp).min), int(np.iinfo(np.intp).max)
 INTP_BYTES = np.dtype(np.intp).itemsize
 
 _sm = _dispatch.softmax
+_THREADS_FROM = _runtime.THREAD_THRESHOLDS["rows"]
 
 
 def _cross_entropy(logits, target, axis, reduction, weight, ignore_index,
@@ -63,8 +64,9 @@ def _cross_entropy(logits, target, axis, reduction, weight, ignore_index,
                             or layout.overlaps(grad, logits, target, weight)):
         work = np.empty(logits.shape, logits.dtype)
     loss_rows = np.empty(n_rows, logits.dtype) if red == v.REDUCTIONS["none"] else None
-    total = _sm.cross_entropy(logits, target, weight, ignore_index, eps, red, work,
-                              loss_rows, ax, _dispatch._num_threads)
+    total = _team.threaded_call(("cross_entropy", target.dtype.kind), logits.size,
+                                _THREADS_FROM, _sm.cross_entropy, logits, target, weight,
+                                ignore_index, eps, red, work, loss_rows, ax)
     if work is not grad:
         grad[...] = work
     loss = loss_rows if red == v.REDUCTIONS["none"] else logits.dtype.type(total)

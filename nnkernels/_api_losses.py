@@ -5,11 +5,12 @@ from __future__ import annotations   # signatures show the aliases' names
 
 import numpy as np
 
-from . import _dispatch, _layout as layout
+from . import _dispatch, _layout as layout, _runtime, _team
 from . import _validation as v
 from ._typing import (FloatArray, FloatArrayLike, Loss, Optional, Reduction)
 
 _el = _dispatch.elementwise_losses
+_THREADS_FROM = _runtime.THREAD_THRESHOLDS["rows"]
 
 
 def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out):
@@ -57,9 +58,9 @@ def _elementwise_loss(op, x, x_name, target, reduction, weight, pos_weight, out)
     if not (grad.flags.c_contiguous and grad.flags.aligned) or layout.overlaps(grad, x2, t2, w2, pw):
         work = np.empty(x.shape, x.dtype)
     loss_out = np.empty(x.shape, x.dtype) if red == v.REDUCTIONS["none"] else None
-    total = _el.elementwise_loss(op, x2, t2, w2, w_row_stride, pw, red, work.reshape(shape2),
-                                 None if loss_out is None else loss_out.reshape(shape2),
-                                 _dispatch._num_threads)
+    total = _team.threaded_call(("loss", op), x2.size, _THREADS_FROM, _el.elementwise_loss,
+                                op, x2, t2, w2, w_row_stride, pw, red, work.reshape(shape2),
+                                None if loss_out is None else loss_out.reshape(shape2))
     if work is not grad:
         grad[...] = work
     loss = loss_out if red == v.REDUCTIONS["none"] else x.dtype.type(total)

@@ -5,11 +5,12 @@ from __future__ import annotations   # signatures show the aliases' names
 
 import numpy as np
 
-from . import _dispatch, _layout as layout
+from . import _dispatch, _layout as layout, _runtime, _team
 from . import _validation as v
 from ._typing import (FloatArray, FloatArrayLike, Optional, SupportsIndex)
 
 _sm = _dispatch.softmax
+_THREADS_FROM = _runtime.THREAD_THRESHOLDS["rows"]
 
 
 def _softmax_family(op, x, x_name, b, b_name, axis, out):
@@ -28,10 +29,12 @@ def _softmax_family(op, x, x_name, b, b_name, axis, out):
         b = None if b is None else layout.c_contiguous(b)
     if not layout.kernel_layout_ok(out2) or layout.overlaps(out2, x2, b):
         result = np.empty(x2.shape, x2.dtype)
-        _sm.softmax_family(op, x2, b, result, ax, _dispatch._num_threads)
+        _team.threaded_call(("softmax", op), x2.size, _THREADS_FROM, _sm.softmax_family,
+                            op, x2, b, result, ax)
         out2[...] = result
     else:
-        _sm.softmax_family(op, x2, b, out2, ax, _dispatch._num_threads)
+        _team.threaded_call(("softmax", op), x2.size, _THREADS_FROM, _sm.softmax_family,
+                            op, x2, b, out2, ax)
     return out
 
 

@@ -189,6 +189,9 @@ def set_num_threads(n: SupportsIndex) -> None:
                       f"uses {n}). Start workers with the 'spawn' or 'forkserver' method "
                       "to use threads in them.", RuntimeWarning, stacklevel=2)
         return
+    if n != _num_threads:
+        from . import _team     # (it imports this module)
+        _team.forget_timings()
     _num_threads = n
 
 
