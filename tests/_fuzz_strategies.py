@@ -129,8 +129,11 @@ def in_layout(vals, kind):
         rev = (slice(None, None, -1),) * vals.ndim
         return np.array(vals[rev], copy=True)[rev]
     if kind == "bcast":
-        if vals.shape[0] == 0:
-            return np.array(vals, copy=True)
+        # a 0-stride view holds vals only where every row equals the first;
+        # otherwise (a planted bad value in a later row, say) strided memory
+        first = np.broadcast_to(vals[:1], vals.shape)
+        if vals.shape[0] == 0 or not np.array_equal(vals, first, equal_nan=True):
+            return in_layout(vals, "strided")
         return np.broadcast_to(np.array(vals[:1], copy=True), vals.shape)
     if kind == "span31":
         # a few rows only: each row touches its own (huge) page of the buffer
