@@ -31,6 +31,7 @@ cnp.import_array()
 from nnkernels._math cimport NNK_ISA, NNK_CFLAGS
 from nnkernels._entry cimport require_aligned
 from nnkernels._codes cimport NONE, MEAN, ROW_PARALLEL_MIN as PARALLEL_MIN
+from nnkernels._rows cimport thread_scratch
 
 ISA = NNK_ISA.decode()
 COMPILE_ARGS = NNK_CFLAGS.decode()
@@ -147,11 +148,12 @@ cdef int elementwise_rows(
     cdef floating* mine
     cdef floating* loss
     cdef int team = n_threads if n_threads < rows * chunks else <int>max(rows * chunks, 1)
-    if elem_loss == NULL:
-        # allocated before the team starts (see nnkernels._rows)
-        scratch = <floating*>malloc(<size_t>team * LOSS_CHUNK * sizeof(floating))
-        if scratch == NULL:
-            return -1
+    cdef int failed = 0
+    # one chunk of per-element losses per thread, before the team starts
+    scratch = <floating*>thread_scratch(team, elem_loss == NULL, LOSS_CHUNK,
+                                        sizeof(floating), &failed)
+    if failed:
+        return -1
     with parallel(num_threads=team, use_threads_if=team > 1 and rows * cols >= PARALLEL_MIN):
         mine = scratch + threadid() * LOSS_CHUNK if scratch != NULL else NULL
         for item in prange(rows * chunks, schedule="static"):
