@@ -34,7 +34,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNEL_SOURCES = ["_activations", "_softmax", "_elementwise_losses", "_dense"]
+KERNEL_SOURCES = ["_activations", "_softmax", "_cross_entropy", "_elementwise_losses", "_dense"]
 # compiled once, for the baseline target: they run before any dispatch
 PORTABLE_SOURCES = ["_runtime", "_overlap"]
 IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")

@@ -12,7 +12,7 @@ from ._typing import (ArrayLike, FloatArray, FloatArrayLike, Loss, Optional, Red
 INTP_MIN, INTP_MAX = int(np.iinfo(np.intp).min), int(np.iinfo(np.intp).max)
 INTP_BYTES = np.dtype(np.intp).itemsize
 
-_sm = _dispatch.softmax
+_ce = _dispatch.cross_entropy
 _THREADS_FROM = _runtime.THREAD_THRESHOLDS["rows"]
 
 
@@ -65,7 +65,7 @@ def _cross_entropy(logits, target, axis, reduction, weight, ignore_index,
         work = np.empty(logits.shape, logits.dtype)
     loss_rows = np.empty(n_rows, logits.dtype) if red == v.REDUCTIONS["none"] else None
     total = _team.threaded_call(("cross_entropy", target.dtype.kind), logits.size,
-                                _THREADS_FROM, _sm.cross_entropy, logits, target, weight,
+                                _THREADS_FROM, _ce.cross_entropy, logits, target, weight,
                                 ignore_index, eps, red, work, loss_rows, ax)
     if work is not grad:
         grad[...] = work
