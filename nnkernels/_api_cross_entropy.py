@@ -18,6 +18,22 @@ _THREADS_FROM = _runtime.THREAD_THRESHOLDS["rows"]
 
 def _cross_entropy(logits, target, axis, reduction, weight, ignore_index,
                    label_smoothing, out):
+    if (type(logits) is np.ndarray and logits.size < _THREADS_FROM and weight is None
+            and type(axis) is int and (axis == -1 or axis == 1) and type(reduction) is str):
+        # the common call: the kernel's entry checks it in C and runs it
+        red = v.REDUCTIONS.get(reduction)
+        if red is not None:
+            result = _ce.cross_entropy_fast(logits, target, red, ignore_index,
+                                            label_smoothing, out, _dispatch._num_threads)
+            if result is not None:
+                return result
+    return _cross_entropy_checked(logits, target, axis, reduction, weight, ignore_index,
+                                  label_smoothing, out)
+
+
+def _cross_entropy_checked(logits, target, axis, reduction, weight, ignore_index,
+                           label_smoothing, out):
+    """Validate with messages; copy or use a temporary where the layout needs it."""
     logits = v.float_array(logits, "logits")
     if logits.ndim != 2:
         raise ValueError(f"logits must be a 2-D array, got shape {logits.shape}")

@@ -14,6 +14,16 @@ _THREADS_FROM = _runtime.THREAD_THRESHOLDS["rows"]
 
 
 def _softmax_family(op, x, x_name, b, b_name, axis, out):
+    if type(x) is np.ndarray and x.size < _THREADS_FROM:
+        # the common call: the kernel's entry checks it in C and runs it
+        result = _sm.softmax_fast(op, x, b, out, axis, _dispatch._num_threads)
+        if result is not None:
+            return result
+    return _softmax_family_checked(op, x, x_name, b, b_name, axis, out)
+
+
+def _softmax_family_checked(op, x, x_name, b, b_name, axis, out):
+    """Validate with messages; copy or use a temporary where the layout needs it."""
     x = v.float_array(x, x_name)
     x2 = v.as_matrix(x, x_name)
     if b is not None:

@@ -32,6 +32,7 @@ loss does not depend on the thread count.
 """
 
 cimport numpy as cnp
+from numpy cimport npy_intp
 from cython cimport floating
 from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport fabs, log, INFINITY, NAN
@@ -41,8 +42,10 @@ from nnkernels._math cimport lanes_dot, row_max, row_sum
 
 cnp.import_array()
 
+import numpy as np
+
 from nnkernels._math cimport NNK_ISA, NNK_CFLAGS
-from nnkernels._entry cimport require_aligned
+from nnkernels._entry cimport require_aligned, plain_array, apart, writable_result
 from nnkernels._codes cimport NONE, MEAN, ROW_PARALLEL_MIN as PARALLEL_MIN
 from nnkernels._rows cimport Rows, as_rows, read_row, write_row, flush_row, thread_scratch
 from nnkernels._softmax_rows cimport exp_shifted, scale_sub, slot, take_slot
@@ -207,6 +210,14 @@ def cross_entropy(cnp.ndarray z, cnp.ndarray target, object weight, Py_ssize_t i
     z's shape.  Labels are validated here, before any work: a bad one raises
     ValueError naming its position and value.
     """
+    return run_cross_entropy(z, target, weight, ignore_index, label_smoothing, reduction,
+                             grad, loss_rows, class_axis, n_threads)
+
+
+cdef object run_cross_entropy(cnp.ndarray z, cnp.ndarray target, object weight,
+                              Py_ssize_t ignore_index, double label_smoothing, int reduction,
+                              cnp.ndarray grad, object loss_rows, int class_axis,
+                              int n_threads):
     cdef Py_ssize_t n = cnp.PyArray_DIM(z, class_axis)
     cdef Py_ssize_t n_rows = cnp.PyArray_DIM(z, 1 - class_axis)
     cdef Rows rz = as_rows(z, class_axis)
@@ -268,6 +279,51 @@ def cross_entropy(cnp.ndarray z, cnp.ndarray target, object weight, Py_ssize_t i
         return total
     finally:
         free(row_loss)
+
+
+def cross_entropy_fast(object z, object target, int reduction, object ignore_index,
+                       object label_smoothing, object out, int n_threads):
+    """The common call, checked in C: 2-D contiguous float logits, intp class
+    indices, no weight, an int ignore_index, a float label_smoothing in
+    [0, 1], `out` None or a plain writable array apart from the inputs.
+    Returns (loss, grad), or None (nothing done) for
+    nnkernels._api_cross_entropy to validate with its messages."""
+    cdef cnp.ndarray logits, loss_rows = None
+    cdef int typenum
+    cdef double eps
+    cdef npy_intp n_rows
+    if type(z) is not cnp.ndarray or type(ignore_index) is not int:
+        return None
+    if type(label_smoothing) is float:
+        eps = label_smoothing
+    elif type(label_smoothing) is int:
+        eps = <double>(<long>label_smoothing) if -2 < label_smoothing < 2 else -1
+    else:
+        return None
+    if not 0 <= eps <= 1 or not -2**62 <= ignore_index <= 2**62:
+        return None
+    logits = <cnp.ndarray>z
+    typenum = cnp.PyArray_TYPE(logits)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return None
+    if not plain_array(logits, typenum, 2) or not cnp.PyArray_IS_C_CONTIGUOUS(logits):
+        return None
+    n_rows = cnp.PyArray_DIM(logits, 0)
+    if not plain_array(target, cnp.NPY_INTP, 1) or cnp.PyArray_DIM(<cnp.ndarray>target, 0) != n_rows:
+        return None
+    if out is None:
+        out = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(logits), typenum, 0)
+    elif not writable_result(out, logits) or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out):
+        return None
+    if reduction == NONE:
+        loss_rows = cnp.PyArray_EMPTY(1, &n_rows, typenum, 0)
+    if not apart(<cnp.ndarray>out, <cnp.ndarray>target):
+        return None
+    total = run_cross_entropy(logits, <cnp.ndarray>target, None, ignore_index, eps, reduction,
+                          <cnp.ndarray>out, loss_rows, 1, n_threads)
+    if reduction == NONE:
+        return loss_rows, out
+    return (np.float32(total) if typenum == cnp.NPY_FLOAT32 else np.float64(total)), out
 
 
 cdef void fill_from_doubles(cnp.ndarray dst, const double* src, Py_ssize_t n):

@@ -23,7 +23,7 @@ from nnkernels._math cimport row_max, row_dot
 cnp.import_array()
 
 from nnkernels._math cimport NNK_ISA, NNK_CFLAGS
-from nnkernels._entry cimport require_aligned
+from nnkernels._entry cimport require_aligned, plain_array, same_dims, apart, writable_result
 from nnkernels._codes cimport ROW_PARALLEL_MIN as PARALLEL_MIN
 from nnkernels._rows cimport Rows, as_rows, read_row, write_row, flush_row, thread_scratch
 from nnkernels._softmax_rows cimport exp_shifted, scale_sub, slot, take_slot
@@ -112,6 +112,11 @@ def softmax_family(int op, cnp.ndarray a, object b, cnp.ndarray out, int class_a
     The caller (nnkernels._api) has validated shapes, dtypes and that `out`
     does not overlap the inputs.
     """
+    return run_softmax_family(op, a, b, out, class_axis, n_threads)
+
+
+cdef object run_softmax_family(int op, cnp.ndarray a, object b, cnp.ndarray out,
+                               int class_axis, int n_threads):
     cdef Rows ra = as_rows(a, class_axis)
     cdef Rows rb = ra
     cdef Rows ro = as_rows(out, class_axis)
@@ -132,3 +137,34 @@ def softmax_family(int op, cnp.ndarray a, object b, cnp.ndarray out, int class_a
     if status != 0:
         raise MemoryError("nnkernels: could not allocate scratch rows")
     return out
+
+
+def softmax_fast(int op, object a, object b, object out, object axis, int n_threads):
+    """The common call, checked in C: 2-D contiguous arrays of one float dtype,
+    an int axis, `out` None or a plain writable array apart from the inputs.
+    Returns the result, or None (nothing done) for nnkernels._api_softmax to
+    validate with its messages."""
+    cdef int typenum, class_axis
+    cdef cnp.ndarray arr
+    if type(a) is not cnp.ndarray or type(axis) is not int:
+        return None
+    arr = <cnp.ndarray>a
+    typenum = cnp.PyArray_TYPE(arr)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return None
+    if not plain_array(arr, typenum, 2) or not -2 <= axis <= 1:
+        return None
+    class_axis = <int>axis
+    if class_axis < 0:
+        class_axis += 2
+    if op == SOFTMAX_BACKWARD:
+        if not plain_array(b, typenum, 2) or not same_dims(<cnp.ndarray>b, arr):
+            return None
+    elif b is not None:
+        return None
+    if out is None:
+        out = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(arr), typenum,
+                                not cnp.PyArray_IS_C_CONTIGUOUS(arr))
+    elif not writable_result(out, arr) or (b is not None and not apart(<cnp.ndarray>out, <cnp.ndarray>b)):
+        return None
+    return run_softmax_family(op, arr, b, <cnp.ndarray>out, class_axis, n_threads)
