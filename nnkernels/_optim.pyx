@@ -26,9 +26,11 @@ ones that do (a momentum buffer, AMSGrad's v̂) pick a loop.
 The Python layer (nnkernels._api_optim) hands over validated, aligned arrays
 of one dtype and shape, all C- or all F-contiguous and apart in memory; the
 entries here check exactly that in C for the common call and return False
-otherwise.  The flat range is cut into CHUNK-sized pieces that OpenMP
-threads take in order above PARALLEL_MIN elements; an element's result does
-not depend on the chunk it is in, so any thread count gives the same bits.
+otherwise.  From PARALLEL_MIN elements on, the flat range is cut into
+CHUNK-sized pieces that OpenMP threads take in order; below it (or on one
+thread) one loop runs in the calling thread, without entering a parallel
+region.  An element's result does not depend on the piece it is in, so any
+thread count gives the same bits.
 """
 
 cimport numpy as cnp
@@ -269,8 +271,10 @@ cdef void adam_chunk(
 cdef void sgd_all(floating* theta, const floating* grad, floating* buf, Py_ssize_t n,
                   SgdScalars h, int n_threads) noexcept nogil:
     cdef Py_ssize_t c, start, n_chunks = (n + CHUNK - 1) // CHUNK
-    for c in prange(n_chunks, num_threads=n_threads, schedule="static",
-                    use_threads_if=n_threads > 1 and n >= OPTIM_PARALLEL_MIN):
+    if n_threads <= 1 or n < OPTIM_PARALLEL_MIN:     # no parallel region to enter
+        sgd_chunk(theta, grad, buf, n, h)
+        return
+    for c in prange(n_chunks, num_threads=n_threads, schedule="static"):
         start = c * CHUNK
         sgd_chunk(theta + start, grad + start, (buf + start) if buf != NULL else NULL,
                   min(<Py_ssize_t>CHUNK, n - start), h)
@@ -279,8 +283,10 @@ cdef void sgd_all(floating* theta, const floating* grad, floating* buf, Py_ssize
 cdef void adam_all(floating* theta, const floating* grad, floating* m, floating* v,
                    floating* vmax, Py_ssize_t n, AdamScalars h, int n_threads) noexcept nogil:
     cdef Py_ssize_t c, start, n_chunks = (n + CHUNK - 1) // CHUNK
-    for c in prange(n_chunks, num_threads=n_threads, schedule="static",
-                    use_threads_if=n_threads > 1 and n >= OPTIM_PARALLEL_MIN):
+    if n_threads <= 1 or n < OPTIM_PARALLEL_MIN:
+        adam_chunk(theta, grad, m, v, vmax, n, h)
+        return
+    for c in prange(n_chunks, num_threads=n_threads, schedule="static"):
         start = c * CHUNK
         adam_chunk(theta + start, grad + start, m + start, v + start,
                    (vmax + start) if vmax != NULL else NULL,
