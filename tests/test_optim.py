@@ -588,3 +588,47 @@ def test_options_grid_runs_everywhere():
     # decoupled without decay is plain Adam, and amsgrad changes nothing in 2
     # steps of growing |g|: 2 * 2 * (decay: coupled / decoupled / none) = 6
     assert len(seen) == 6, len(seen)
+
+
+def test_repeated_calls_leak_nothing():
+    """The fast path, the checked path (strided copies) and the error paths
+    leave the inputs' refcounts and the resident set flat.  (The suite-wide
+    registries of test_leaks.py and test_concurrency.py list these
+    functions separately.)"""
+    import gc
+    import os
+    import sys
+
+    rng = np.random.default_rng(9)
+    p, g, m, v, vm, b = (rng.standard_normal((64, 256)) for _ in range(6))
+    pf = np.asfortranarray(p)
+    ps = layout(p, "strided")
+    arrays = [p, g, m, v, vm, b, pf, ps]
+
+    def once():
+        nk.adam_update(p, g, m, v, step=3, amsgrad=True, max_exp_avg_sq=vm)
+        nk.adam_update(ps, g, m, v, step=3)                       # copies
+        nk.sgd_update(pf, g, lr=0.01, momentum=0.9, momentum_buffer=b, step=2)
+        for call in (lambda: nk.adam_update(p, g, m, m, step=1),
+                     lambda: nk.sgd_update(p, g.astype(np.float32), lr=0.1),
+                     lambda: nk.adam_update(p, g, m, v, step=0)):
+            try:
+                call()
+            except (TypeError, ValueError):
+                pass
+
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    for _ in range(50):
+        once()
+    gc.collect()
+    refs = [sys.getrefcount(a) for a in arrays]
+    before = rss()
+    for _ in range(2000):
+        once()
+    gc.collect()
+    assert [sys.getrefcount(a) for a in arrays] == refs
+    # leaking one (64, 256) float64 copy per iteration would be 250 MiB
+    assert rss() - before < 16 << 20, (rss() - before) / 2**20
