@@ -226,7 +226,6 @@ def test_adam_state_is_torchs_bit_for_bit():
     p0 = rng.standard_normal(517).astype(np.float32)
     options = dict(amsgrad=True, weight_decay=0.1, betas=(0.3, 0.99))
     twin = TorchRun("adam", p0, dict(options, lr=0.01))
-    ours = fresh_state("adam", p0, options)
     for t in range(1, 21):
         grad = rng.standard_normal(p0.size).astype(np.float32)
         start = twin.state() if t > 1 else fresh_state("adam", p0, options)
@@ -235,7 +234,6 @@ def test_adam_state_is_torchs_bit_for_bit():
         expected = twin.state()
         for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
             np.testing.assert_array_equal(start[name], expected[name], err_msg=name)
-    del ours
 
 
 def test_nan_and_inf_propagate_as_in_torch():
