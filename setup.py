@@ -34,7 +34,12 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNEL_SOURCES = ["_activations", "_softmax", "_cross_entropy", "_elementwise_losses", "_dense"]
+KERNEL_SOURCES = ["_activations", "_softmax", "_cross_entropy", "_elementwise_losses", "_dense",
+                  "_optim"]
+# extra GCC/Clang flags of one kernel source: the optimizer updates take square
+# roots in their loop, which the compiler vectorises only when sqrt need not
+# set errno (nothing reads it; a negative argument gives NaN either way)
+SOURCE_FLAGS = {"_optim": ["-fno-math-errno"]}
 # compiled once, for the baseline target: they run before any dispatch
 PORTABLE_SOURCES = ["_runtime", "_overlap"]
 IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
@@ -114,6 +119,8 @@ class BuildExt(build_ext):
                 print(f"nnkernels: skipping {ext.name} (compiler lacks {' '.join(isa_flags)})")
                 continue
             flags = base + isa_flags + openmp_flags + sanitizer_flags
+            if not msvc:
+                flags = flags + SOURCE_FLAGS.get(getattr(ext, "nnk_source", ""), [])
             ext.extra_compile_args = flags
             ext.extra_link_args = openmp_flags + sanitizer_flags
             ext.define_macros = list(ext.define_macros) + [
@@ -149,6 +156,7 @@ def _extensions():
             quiet=True)
         for ext in level_exts:
             ext.nnk_isa = isa
+            ext.nnk_source = ext.name.split(".")[-1][:-len(isa) - 1]   # nnkernels.<src>_<isa>
         exts += level_exts
     return exts
 

@@ -33,6 +33,7 @@ from ._api_softmax import softmax, log_softmax, softmax_backward
 from ._api_cross_entropy import softmax_cross_entropy, softmax_cross_entropy_backward
 from ._api_losses import sigmoid_binary_cross_entropy, binary_cross_entropy, mse
 from ._api_dense import dense_forward, dense_backward
+from ._api_optim import sgd_update, adam_update
 from ._dispatch import set_num_threads, get_num_threads, build_info
 from ._gradcheck import gradcheck, GradcheckResult
 
@@ -42,6 +43,7 @@ __all__ = [
     "softmax_cross_entropy", "softmax_cross_entropy_backward",
     "sigmoid_binary_cross_entropy", "binary_cross_entropy", "mse",
     "dense_forward", "dense_backward",
+    "sgd_update", "adam_update",
     "set_num_threads", "get_num_threads", "build_info",
     "gradcheck", "GradcheckResult",
 ]

@@ -17,3 +17,4 @@ cdef enum:
     # microseconds and risks milliseconds waiting for a descheduled worker.
     ROW_PARALLEL_MIN = 131072          # softmax family, cross-entropy, element-wise losses
     ELEMENTWISE_PARALLEL_MIN = 262144  # activations and their backward passes
+    OPTIM_PARALLEL_MIN = 262144        # optimizer updates (nnkernels._optim)

@@ -32,7 +32,8 @@ from ._typing import Any, SupportsIndex
 
 ISA_LEVELS = _runtime.ISA_LEVELS
 MAX_THREADS = 1024      # set_num_threads' upper bound
-KERNEL_MODULES = ("_activations", "_softmax", "_cross_entropy", "_elementwise_losses")
+KERNEL_MODULES = ("_activations", "_softmax", "_cross_entropy", "_elementwise_losses",
+                  "_optim")                             # loaded at import
 LAZY_MODULES = ("_dense",)                              # loaded on first use
 
 
@@ -65,7 +66,7 @@ def _select():
     raise ImportError("nnkernels: no compiled kernel build found")
 
 
-ISA, (activations, softmax, cross_entropy, elementwise_losses) = _select()
+ISA, (activations, softmax, cross_entropy, elementwise_losses, optim) = _select()
 ISAS_COMPILED = tuple(isa for isa in ISA_LEVELS if _is_compiled(isa))
 
 _num_threads = max(1, _runtime.omp_max_threads())

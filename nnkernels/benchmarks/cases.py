@@ -39,8 +39,8 @@ class Kernel:
         Name of the function in ``nnkernels`` and ``nnkernels.reference``
         (or of the benchmark, for an entry with its own ``setup``).
     group : str
-        "activations", "softmax", "losses", "dense" or "training" (the
-        ``bench/`` suites select by it).
+        "activations", "softmax", "losses", "dense", "training" or "optim"
+        (the ``bench/`` suites select by it).
     make_inputs : callable
         ``make_inputs(shape, dtype, rng) -> dict``: the positional arguments of
         the call, in order, by name. Values that are not arrays (an activation
@@ -251,6 +251,56 @@ def _mlp_step(module, inputs, out=None):
     return lambda: net.step(x, labels, lr)
 
 
+# the optimizer rows: one in-place step on a parameter and its state, the
+# options set by a setup function (the registry passes positional arrays)
+_ADAM_LR, _ADAM_STEP = 1e-3, 10
+_SGD_LR, _SGD_MOMENTUM = 0.01, 0.9
+
+
+def _in_adam(shape, dtype, rng, amsgrad=False):
+    """A parameter, its gradient and Adam's moments as after a few steps."""
+    grad = _normal(rng, shape, dtype)
+    inputs = {"param": _normal(rng, shape, dtype), "grad": grad,
+              "exp_avg": _normal(rng, shape, dtype, 0.1),
+              "exp_avg_sq": _uniform(rng, shape, dtype, 0.01, 1.0)}
+    if amsgrad:
+        inputs["max_exp_avg_sq"] = _uniform(rng, shape, dtype, 0.5, 1.0)
+    return inputs
+
+
+def _in_adam_amsgrad(shape, dtype, rng):
+    return _in_adam(shape, dtype, rng, amsgrad=True)
+
+
+def _in_sgd_momentum(shape, dtype, rng):
+    return {"param": _normal(rng, shape, dtype), "grad": _normal(rng, shape, dtype),
+            "momentum_buffer": _normal(rng, shape, dtype, 0.1)}
+
+
+def _adam_step(module, inputs, out=None):
+    """``module.adam_update`` in place; returns the three arrays it writes
+    (so that the bytes counted are 4 arrays read, 3 written)."""
+    p, g, m, v = (inputs[k] for k in ("param", "grad", "exp_avg", "exp_avg_sq"))
+    update = module.adam_update
+    return lambda: (update(p, g, m, v, step=_ADAM_STEP, lr=_ADAM_LR), m, v)
+
+
+def _adam_amsgrad_step(module, inputs, out=None):
+    """``module.adam_update(amsgrad=True)``: 5 arrays read, 4 written."""
+    p, g, m, v, vmax = inputs.values()
+    update = module.adam_update
+    return lambda: (update(p, g, m, v, step=_ADAM_STEP, lr=_ADAM_LR, amsgrad=True,
+                           max_exp_avg_sq=vmax), m, v, vmax)
+
+
+def _sgd_momentum_step(module, inputs, out=None):
+    """``module.sgd_update`` with momentum 0.9: 3 arrays read, 2 written."""
+    p, g, buf = inputs.values()
+    update = module.sgd_update
+    return lambda: (update(p, g, lr=_SGD_LR, momentum=_SGD_MOMENTUM, momentum_buffer=buf,
+                           step=2), buf)
+
+
 # ---- FLOPs of the matrix products ----------------------------------------
 
 def _gemm_flops(products):
@@ -281,6 +331,8 @@ _DENSE_SIZES = (("small", (128, 784, 256)), ("medium", (1024, 1024, 1024)),
                 ("large", (4096, 4096, 1024)))
 # (batch, *layer sizes)
 _STEP_SIZES = (("small", (128,) + _MLP_SIZES), ("medium", (1024,) + _MLP_SIZES))
+# parameters of 64 Ki, 1 Mi and 4 Mi elements
+_OPTIM_SIZES = (("small", (128, 512)), ("medium", (1024, 1024)), ("large", (2048, 2048)))
 
 KERNELS = (
     Kernel("sigmoid", "activations", _in_z, _ACT_SIZES, ("small", "medium"),
@@ -328,6 +380,17 @@ KERNELS = (
                        "every layer's forward product and grad_w, and grad_x of all layers "
                        "but the first",
            setup=_mlp_step),
+    Kernel("adam_update", "optim", _in_adam, _OPTIM_SIZES, ("small", "large"),
+           tt.adam_update, "torch.optim.Adam(fused=True).step()", setup=_adam_step),
+    Kernel("adam_update_foreach", "optim", _in_adam, _OPTIM_SIZES, ("small", "large"),
+           tt.adam_update_foreach, "torch.optim.Adam(foreach=True).step()",
+           setup=_adam_step),
+    Kernel("adam_update_amsgrad", "optim", _in_adam_amsgrad, _OPTIM_SIZES, ("small", "large"),
+           tt.adam_update_amsgrad, "torch.optim.Adam(amsgrad=True, fused=True).step()",
+           setup=_adam_amsgrad_step),
+    Kernel("sgd_update", "optim", _in_sgd_momentum, _OPTIM_SIZES, ("small", "large"),
+           tt.sgd_update, "torch.optim.SGD(momentum=0.9, fused=True).step()",
+           setup=_sgd_momentum_step),
 )
 
 _BY_NAME = {k.name: k for k in KERNELS}

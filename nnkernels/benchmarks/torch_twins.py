@@ -7,7 +7,8 @@ Element-wise ops write into a preallocated output (``out=``) as nnkernels
 does; the losses run forward + autograd backward; the dense backward runs
 autograd's ops explicitly into preallocated outputs, checked once against
 autograd itself; the training step is ``nn.Sequential`` + autograd +
-``optim.SGD``. Nothing here imports torch: the caller passes the module in
+``optim.SGD``; the optimizer updates are ``torch.optim`` steps on a
+parameter sharing the array's memory. Nothing here imports torch: the caller passes the module in
 (``import_torch``).
 """
 
@@ -17,6 +18,7 @@ __all__ = [
     "softmax", "log_softmax", "softmax_backward",
     "softmax_cross_entropy", "sigmoid_binary_cross_entropy", "binary_cross_entropy", "mse",
     "dense_forward", "dense_backward", "mlp_step",
+    "adam_update", "adam_update_foreach", "adam_update_amsgrad", "sgd_update",
 ]
 
 
@@ -148,3 +150,21 @@ def mlp_step(torch, x, labels, sizes, activation, lr):
         return loss.item()
     return run
 
+
+
+def _optimizer_step(optimizer, **options):
+    """optimizer([param], **options).step() on a parameter that shares the
+    array's memory, its .grad the gradient; PyTorch keeps its own state
+    (created, like the kernels' state, by the first checked call)."""
+    def setup(torch, param, grad, *state):
+        p = torch.nn.Parameter(param)
+        p.grad = grad
+        opt = getattr(torch.optim, optimizer)([p], **options)
+        return opt.step
+    return setup
+
+
+adam_update = _optimizer_step("Adam", lr=1e-3, fused=True)
+adam_update_foreach = _optimizer_step("Adam", lr=1e-3, foreach=True)
+adam_update_amsgrad = _optimizer_step("Adam", lr=1e-3, amsgrad=True, fused=True)
+sgd_update = _optimizer_step("SGD", lr=0.01, momentum=0.9, fused=True)

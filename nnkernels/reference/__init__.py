@@ -17,6 +17,9 @@ whole result is known, so any ``out`` may alias any input.
 For ``reduction="none"`` a loss returns the per-row (cross-entropy) or
 per-element loss, and the gradient of its sum, i.e. every term with an
 upstream gradient of one.
+
+The optimizer updates (sgd_update, adam_update) update their parameter and
+state arrays in place and return the parameter, as the kernels do.
 """
 
 from .activations import sigmoid, relu, sigmoid_backward, tanh_backward, relu_backward
@@ -24,6 +27,7 @@ from .softmax import softmax, log_softmax, softmax_backward
 from .cross_entropy import softmax_cross_entropy, softmax_cross_entropy_backward
 from .losses import sigmoid_binary_cross_entropy, binary_cross_entropy, mse
 from .dense import dense_forward, dense_backward
+from .optim import sgd_update, adam_update
 
 __all__ = [
     "sigmoid",
@@ -41,4 +45,6 @@ __all__ = [
     "mse",
     "dense_forward",
     "dense_backward",
+    "sgd_update",
+    "adam_update",
 ]
