@@ -19,7 +19,8 @@ from libc.stdint cimport int32_t, int64_t
 from cython cimport floating
 
 from nnkernels._math cimport (expm1_taylor, pow2_like, exp_nonpos, expm1_nonpos,
-                              sigmoid_pair, sigmoid_of, nnk_bits_f, nnk_from_bits_f,
+                              sigmoid_pair, sigmoid_of, relu_of, tanh_of, sigmoid_grad,
+                              tanh_grad, relu_grad, nnk_bits_f, nnk_from_bits_f,
                               nnk_bits_d, nnk_from_bits_d, nnk_shifted_int_f,
                               nnk_shifted_int_d, NNK_LN2_HI, NNK_LN2_LO, NNK_LOG2E,
                               NNK_EXP_ZERO_ARG_F, NNK_EXP_ZERO_ARG_D)
@@ -261,3 +262,70 @@ cdef inline floating softplus_grad(floating grad, floating z, floating beta,
                                    floating threshold) noexcept nogil:
     cdef floating t = z * beta
     return grad if t > threshold else grad * sigmoid_of(t)
+
+
+# The dense layer's activation g, chosen at run time -----------------------------------
+# The switch is loop invariant, so the compiler unswitches it out of a loop
+# that calls these.  The options are PyTorch's defaults (negative slope 0.01,
+# α = 1, β = 1, threshold 20).
+cdef enum Activation:
+    IDENTITY
+    SIGMOID
+    TANH
+    RELU
+    GELU
+    GELU_TANH
+    SILU
+    LEAKY_RELU
+    ELU
+    SOFTPLUS
+
+cdef inline bint grad_takes_z(int g) noexcept nogil:
+    """Whether g' is computed from the layer input z (else from the output a)."""
+    return g >= GELU
+
+cdef inline floating activate(floating z, int g) noexcept nogil:
+    if g == SIGMOID:
+        return sigmoid_of(z)
+    elif g == TANH:
+        return tanh_of(z)
+    elif g == RELU:
+        return relu_of(z)
+    elif g == GELU:
+        return gelu_of(z)
+    elif g == GELU_TANH:
+        return gelu_tanh_of(z)
+    elif g == SILU:
+        return silu_of(z)
+    elif g == LEAKY_RELU:
+        return leaky_relu_of(z, <floating>0.01)
+    elif g == ELU:
+        return elu_of(z, <floating>1)
+    elif g == SOFTPLUS:
+        return softplus_of(z, <floating>1, <floating>20)
+    return z
+
+
+# grad_z = grad_a ⊙ g'(v) for the dense layer's activation g, where v is the
+# layer output a for sigmoid, tanh and relu and the input z for the others
+# (grad_takes_z); the identity gives grad_a
+cdef inline floating activation_grad(floating grad, floating v, int g) noexcept nogil:
+    if g == SIGMOID:
+        return sigmoid_grad(grad, v)
+    elif g == TANH:
+        return tanh_grad(grad, v)
+    elif g == RELU:
+        return relu_grad(grad, v)
+    elif g == GELU:
+        return gelu_grad(grad, v)
+    elif g == GELU_TANH:
+        return gelu_tanh_grad(grad, v)
+    elif g == SILU:
+        return silu_grad(grad, v)
+    elif g == LEAKY_RELU:
+        return leaky_relu_grad(grad, v, <floating>0.01)
+    elif g == ELU:
+        return elu_grad(grad, v, <floating>1)
+    elif g == SOFTPLUS:
+        return softplus_grad(grad, v, <floating>1, <floating>20)
+    return grad
