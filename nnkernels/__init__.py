@@ -29,6 +29,9 @@ def _require_compiled_modules():
 _require_compiled_modules()
 
 from ._api_activations import sigmoid, relu, sigmoid_backward, tanh_backward, relu_backward
+from ._api_activations_z import tanh, gelu, gelu_backward, silu, silu_backward
+from ._api_activations_param import (leaky_relu, leaky_relu_backward, elu, elu_backward,
+                                     softplus, softplus_backward)
 from ._api_softmax import softmax, log_softmax, softmax_backward
 from ._api_cross_entropy import softmax_cross_entropy, softmax_cross_entropy_backward
 from ._api_losses import sigmoid_binary_cross_entropy, binary_cross_entropy, mse
@@ -39,6 +42,9 @@ from ._gradcheck import gradcheck, GradcheckResult
 
 __all__ = [
     "sigmoid", "relu", "sigmoid_backward", "tanh_backward", "relu_backward",
+    "tanh", "gelu", "gelu_backward", "silu", "silu_backward",
+    "leaky_relu", "leaky_relu_backward", "elu", "elu_backward",
+    "softplus", "softplus_backward",
     "softmax", "log_softmax", "softmax_backward",
     "softmax_cross_entropy", "softmax_cross_entropy_backward",
     "sigmoid_binary_cross_entropy", "binary_cross_entropy", "mse",

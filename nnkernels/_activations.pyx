@@ -3,23 +3,29 @@
 
 Design
 ------
-Forward a = g(z) and backward dZ = dA ⊙ g'(a) are maps over memory: the
+Forward a = g(z) and backward dZ = dA ⊙ g'(a) (or dA ⊙ g'(z) for the
+activations whose derivative is not a function of a) are maps over memory: the
 speed limit is the bytes moved, so each kernel is one pass that reads its
 inputs once and writes its output once, with no temporary.  The Python layer
 hands over flat, contiguous, validated arrays of one dtype (strided inputs
 are made contiguous there); these loops only apply the formulas of
-``_math.pxd``.  The flat range is cut into CHUNK-sized pieces that OpenMP
+``_math.pxd`` and ``_math_act.pxd``, with the activation's options
+(negative slope, α, β and threshold) as two numbers p0, p1 in the
+arrays' dtype.  The flat range is cut into CHUNK-sized pieces that OpenMP
 threads take in order, once the array is large enough to pay for waking
-them.  ``out`` may be the very array ``grad`` (in place): each element is
-read before it is written.
+them.  ``out`` may be the very array ``z`` or ``grad`` (in place): each
+element is read before it is written.
 """
 
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 
-from nnkernels._math cimport (sigmoid_of, relu_of, sigmoid_grad, tanh_grad,
+from nnkernels._math cimport (sigmoid_of, relu_of, tanh_of, sigmoid_grad, tanh_grad,
                               relu_grad)
+from nnkernels._math_act cimport (gelu_of, gelu_grad, gelu_tanh_of, gelu_tanh_grad,
+                                  silu_of, silu_grad, leaky_relu_of, leaky_relu_grad,
+                                  elu_of, elu_grad, softplus_of, softplus_grad)
 
 cnp.import_array()
 
@@ -33,19 +39,34 @@ cdef enum:
     CHUNK = 16384          # elements per work item (64 KiB of float32)
 
 cpdef enum Op:      # operation codes, visible to the Python layer
-    SIGMOID
+    SIGMOID         # forward ops: out = g(x[, p0, p1])
     RELU
-    SIGMOID_BACKWARD
+    TANH
+    GELU
+    GELU_TANH
+    SILU
+    LEAKY_RELU      # p0: negative slope
+    ELU             # p0: α
+    SOFTPLUS        # p0: β, p1: threshold
+    SIGMOID_BACKWARD    # backward ops (from here on): out = grad ⊙ g'(a or z)
     TANH_BACKWARD
     RELU_BACKWARD
+    GELU_BACKWARD       # these take z
+    GELU_TANH_BACKWARD
+    SILU_BACKWARD
+    LEAKY_RELU_BACKWARD
+    ELU_BACKWARD
+    SOFTPLUS_BACKWARD
 
 
 cdef void map_chunk(
     int op,
     const floating* x,   # IN  z (forward) or grad (backward)
-    const floating* a,   # IN  layer output a (backward only)
+    const floating* a,   # IN  layer output a or input z (backward only)
     floating* out,       # OUT
     Py_ssize_t n,
+    floating p0,         # the options, or unused
+    floating p1,
 ) noexcept nogil:
     cdef Py_ssize_t i
     if op == SIGMOID:
@@ -54,6 +75,27 @@ cdef void map_chunk(
     elif op == RELU:
         for i in range(n):
             out[i] = relu_of(x[i])
+    elif op == TANH:
+        for i in range(n):
+            out[i] = tanh_of(x[i])
+    elif op == GELU:
+        for i in range(n):
+            out[i] = gelu_of(x[i])
+    elif op == GELU_TANH:
+        for i in range(n):
+            out[i] = gelu_tanh_of(x[i])
+    elif op == SILU:
+        for i in range(n):
+            out[i] = silu_of(x[i])
+    elif op == LEAKY_RELU:
+        for i in range(n):
+            out[i] = leaky_relu_of(x[i], p0)
+    elif op == ELU:
+        for i in range(n):
+            out[i] = elu_of(x[i], p0)
+    elif op == SOFTPLUS:
+        for i in range(n):
+            out[i] = softplus_of(x[i], p0, p1)
     elif op == SIGMOID_BACKWARD:
         for i in range(n):
             out[i] = sigmoid_grad(x[i], a[i])
@@ -63,6 +105,24 @@ cdef void map_chunk(
     elif op == RELU_BACKWARD:
         for i in range(n):
             out[i] = relu_grad(x[i], a[i])
+    elif op == GELU_BACKWARD:
+        for i in range(n):
+            out[i] = gelu_grad(x[i], a[i])
+    elif op == GELU_TANH_BACKWARD:
+        for i in range(n):
+            out[i] = gelu_tanh_grad(x[i], a[i])
+    elif op == SILU_BACKWARD:
+        for i in range(n):
+            out[i] = silu_grad(x[i], a[i])
+    elif op == LEAKY_RELU_BACKWARD:
+        for i in range(n):
+            out[i] = leaky_relu_grad(x[i], a[i], p0)
+    elif op == ELU_BACKWARD:
+        for i in range(n):
+            out[i] = elu_grad(x[i], a[i], p0)
+    elif op == SOFTPLUS_BACKWARD:
+        for i in range(n):
+            out[i] = softplus_grad(x[i], a[i], p0, p1)
 
 
 cdef void map_all(
@@ -71,6 +131,8 @@ cdef void map_all(
     const floating* a,   # IN  (may be NULL for a forward op)
     floating* out,       # OUT
     Py_ssize_t n,
+    floating p0,
+    floating p1,
     int n_threads,
 ) noexcept nogil:
     cdef Py_ssize_t c, start, n_chunks = (n + CHUNK - 1) // CHUNK
@@ -78,7 +140,7 @@ cdef void map_all(
                     use_threads_if=n_threads > 1 and n >= PARALLEL_MIN):
         start = c * CHUNK
         map_chunk(op, x + start, (a + start) if a != NULL else NULL, out + start,
-                  min(<Py_ssize_t>CHUNK, n - start))
+                  min(<Py_ssize_t>CHUNK, n - start), p0, p1)
 
 
 cdef bint same_layout(cnp.ndarray x, cnp.ndarray y):
@@ -106,7 +168,15 @@ cdef bint writes_safely(cnp.ndarray out, cnp.ndarray x):
 
 
 def apply(int op, cnp.ndarray x, object a, cnp.ndarray out, int n_threads):
-    """out = op(x[, a]) when the operands are simple; returns whether it ran.
+    """apply_with(op, x, a, out, 0, 0, n_threads): the ops without options."""
+    return apply_with(op, x, a, out, 0.0, 0.0, n_threads)
+
+
+def apply_with(int op, cnp.ndarray x, object a, cnp.ndarray out, double p0, double p1,
+               int n_threads):
+    """out = op(x[, a]; p0, p1) when the operands are simple; returns whether it ran.
+
+    p0 and p1 are the op's options (see Op), rounded to the arrays' dtype.
 
     Simple: one float dtype, one shape, all C- or all F-contiguous, `out`
     writable and either an input's very memory or apart from every input.
@@ -132,9 +202,9 @@ def apply(int op, cnp.ndarray x, object a, cnp.ndarray out, int n_threads):
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
             map_all[float](op, <const float*>cnp.PyArray_DATA(x), <const float*>a_data,
-                           <float*>cnp.PyArray_DATA(out), n, n_threads)
+                           <float*>cnp.PyArray_DATA(out), n, <float>p0, <float>p1, n_threads)
     else:
         with nogil:
             map_all[double](op, <const double*>cnp.PyArray_DATA(x), <const double*>a_data,
-                            <double*>cnp.PyArray_DATA(out), n, n_threads)
+                            <double*>cnp.PyArray_DATA(out), n, p0, p1, n_threads)
     return True

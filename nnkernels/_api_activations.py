@@ -13,19 +13,22 @@ _act = _dispatch.activations
 _THREADS_FROM = _runtime.THREAD_THRESHOLDS["elementwise"]
 
 
-def _map(op, x, x_name, a, a_name, out):
+def _map(op, x, x_name, a, a_name, out, p0=0.0, p1=0.0):
+    """out = op(x[, a]; p0, p1): the one call every activation makes (the options
+    p0, p1, validated by the caller, are floats)."""
     if type(x) is np.ndarray:
         # the common call: the kernel's entry checks it in C and runs it
         o = np.empty_like(x) if out is None else out
         if type(o) is np.ndarray and (
-                _act.apply(op, x, a, o, _dispatch._num_threads) if x.size < _THREADS_FROM
-                else _team.threaded_call(("act", op), x.size, _THREADS_FROM, _act.apply,
-                                         op, x, a, o)):
+                _act.apply_with(op, x, a, o, p0, p1, _dispatch._num_threads)
+                if x.size < _THREADS_FROM
+                else _team.threaded_call(("act", op), x.size, _THREADS_FROM, _act.apply_with,
+                                         op, x, a, o, p0, p1)):
             return o
-    return _map_checked(op, x, x_name, a, a_name, out)
+    return _map_checked(op, x, x_name, a, a_name, out, p0, p1)
 
 
-def _map_checked(op, x, x_name, a, a_name, out):
+def _map_checked(op, x, x_name, a, a_name, out, p0, p1):
     """Validate with messages; run on C-ordered copies where the layout needs it."""
     x = v.float_array(x, x_name)
     if a is not None:
@@ -34,9 +37,9 @@ def _map_checked(op, x, x_name, a, a_name, out):
         v.same_shape(x_name, x, a_name, a)
     out = v.output(out, x.shape, x.dtype)
     result = np.empty(x.shape, x.dtype)
-    ran = _team.threaded_call(("act", op), x.size, _THREADS_FROM, _act.apply, op,
+    ran = _team.threaded_call(("act", op), x.size, _THREADS_FROM, _act.apply_with, op,
                               layout.c_contiguous(x),
-                              None if a is None else layout.c_contiguous(a), result)
+                              None if a is None else layout.c_contiguous(a), result, p0, p1)
     if not ran:
         raise RuntimeError("nnkernels: internal error, validated operands were refused")
     out[...] = result

@@ -24,7 +24,8 @@ def _dense_shapes(x, w):
 
 
 def dense_forward(x: FloatArrayLike, w: FloatArrayLike, b: Optional[FloatArrayLike] = None,
-                  activation: Activation = None,
+                  activation: Activation = None, *,
+                  z_out: Optional[FloatArray] = None,
                   out: Optional[FloatArray] = None) -> FloatArray:
     """Forward pass of a dense layer: a = g(x wᵀ + b).
 
@@ -32,7 +33,8 @@ def dense_forward(x: FloatArrayLike, w: FloatArrayLike, b: Optional[FloatArrayLi
     activation are added in one pass over it::
 
         z = x wᵀ + b          x (N, in), w (out, in), b (out,), z (N, out)
-        a = g(z)              g: identity, sigmoid, tanh or relu
+        a = g(z)              g: identity or any activation of nnkernels, with
+                              its default options ("gelu_tanh": gelu's tanh form)
 
     C- and F-ordered arrays and transposed views go to BLAS without a copy;
     other strides are copied to C order first.
@@ -45,8 +47,15 @@ def dense_forward(x: FloatArrayLike, w: FloatArrayLike, b: Optional[FloatArrayLi
         The weights, as in ``torch.nn.Linear``; x's dtype.
     b : array_like, shape (out,), optional
         The bias; x's dtype. None for no bias.
-    activation : {None, "sigmoid", "tanh", "relu"}, default None
-        g; None is the identity (a linear layer, e.g. the logits).
+    activation : {None, "sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "silu", \
+                  "leaky_relu", "elu", "softplus"}, default None
+        g; None is the identity (a linear layer, e.g. the logits). The
+        options are torch.nn.functional's defaults.
+    z_out : ndarray, optional
+        Where to write z = x wᵀ + b as well (shape (N, out), x's dtype,
+        writable, apart from `out`): what the backward pass of gelu,
+        gelu_tanh, silu, leaky_relu, elu and softplus needs, as their
+        derivative is a function of z. Written in the same pass as a.
     out : ndarray, optional
         Where to write a: shape (N, out), x's dtype, writable; one that
         overlaps an input is computed into a temporary first. By default a
@@ -66,9 +75,9 @@ def dense_forward(x: FloatArrayLike, w: FloatArrayLike, b: Optional[FloatArrayLi
         `out` is not an ndarray of their dtype.
     ValueError
         If `x` or `w` is not 2-D, they disagree on in_features, `b` is not
-        of shape (out,), `activation` is not one of None, "sigmoid", "tanh",
-        "relu", a dimension exceeds the BLAS's 32-bit sizes, or `out` has
-        the wrong shape or is read-only.
+        of shape (out,), `activation` is not one of the names above, a
+        dimension exceeds the BLAS's 32-bit sizes, or `out` or `z_out` has
+        the wrong shape, is read-only or shares memory with itself.
     MemoryError
         If the result or a temporary cannot be allocated.
 
@@ -90,6 +99,10 @@ def dense_forward(x: FloatArrayLike, w: FloatArrayLike, b: Optional[FloatArrayLi
     (8, 3)
     >>> np.allclose(a, np.tanh(x @ w.T + b))
     True
+    >>> z = np.empty((8, 3))
+    >>> a = nk.dense_forward(x, w, b, "gelu", z_out=z)
+    >>> np.allclose(z, x @ w.T + b), np.allclose(a, nk.gelu(z))
+    (True, True)
     """
     dense = _dispatch.dense()
     x = v.float_array(x, "x")
@@ -108,16 +121,33 @@ def dense_forward(x: FloatArrayLike, w: FloatArrayLike, b: Optional[FloatArrayLi
             raise ValueError(f"b must have shape ({w.shape[0]},) (out_features of "
                              f"w {w.shape}), got b {b.shape}")
         b = layout.c_contiguous(b)
-    out = v.output(out, (x.shape[0], w.shape[0]), x.dtype)
-    work = layout.work_array(out, (x, w, b), False)
-    dense.forward(g, x, w, b, work)
-    if work is not out:
-        out[...] = work
+    shape = (x.shape[0], w.shape[0])
+    out = v.output(out, shape, x.dtype)
+    if z_out is None:
+        work = layout.work_array(out, (x, w, b), False)
+        dense.forward(g, x, w, b, work)
+        if work is not out:
+            out[...] = work
+        return out
+    z_out = v.output(z_out, shape, x.dtype, "z_out")
+    z_work = layout.work_array(z_out, (x, w, b, out), False)
+    work = layout.work_array(out, (x, w, b, z_out), False)
+    if dense.blas_layout(z_work) != dense.blas_layout(work):
+        # the pass walks both in one memory order: the column-major one goes to C order
+        if dense.blas_layout(work) == dense.Layout.COLUMNS:
+            work = np.empty(shape, x.dtype)
+        else:
+            z_work = np.empty(shape, x.dtype)
+    dense.forward(g, x, w, b, work, z_work)
+    for result, where in ((out, work), (z_out, z_work)):
+        if where is not result:
+            result[...] = where
     return out
 
 
 def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
                    a: Optional[FloatArrayLike] = None, activation: Activation = None, *,
+                   z: Optional[FloatArrayLike] = None,
                    need_input_grad: bool = True, accumulate: bool = False,
                    out: Optional[tuple[Optional[FloatArray], Optional[FloatArray],
                                        Optional[FloatArray]]] = None,
@@ -127,7 +157,9 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
     grad_z and grad_b come from one pass over grad_a, then grad_w and grad_x
     are BLAS products (gemm's beta = 1 with `accumulate`)::
 
-        grad_z = grad_a ⊙ g'(a)       (grad_a itself without an activation)
+        grad_z = grad_a ⊙ g'(a)       (sigmoid, tanh, relu: from the output a)
+        grad_z = grad_a ⊙ g'(z)       (the others: from z = x wᵀ + b; see z_out)
+                                      (grad_a itself without an activation)
         grad_w = grad_zᵀ x            (out, in)
         grad_b = Σ_rows grad_z        (out,)
         grad_x = grad_z w             (N, in)
@@ -145,9 +177,13 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
     w : array_like, shape (out, in)
         The weights; grad_a's dtype.
     a : array_like, shape (N, out), optional
-        The layer's output g(z); needed when `activation` is not None.
-    activation : {None, "sigmoid", "tanh", "relu"}, default None
-        The g of the forward pass; g' is computed from `a`.
+        The layer's output g(z); needed for "sigmoid", "tanh" and "relu".
+    activation : str or None, default None
+        The g of the forward pass, one of dense_forward's names.
+    z : array_like, shape (N, out), optional
+        The layer's pre-activation x wᵀ + b (dense_forward's `z_out`);
+        needed for "gelu", "gelu_tanh", "silu", "leaky_relu", "elu" and
+        "softplus", whose g' is computed from z.
     need_input_grad : bool, default True
         Whether to compute grad_x; False skips the second product and
         returns None for it (the first layer needs none).
@@ -179,8 +215,8 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
         `out` is not an ndarray of their dtype.
     ValueError
         If `x` or `w` is not 2-D, they disagree on in_features, `grad_a` (or
-        `a`) is not of shape (N, out), `activation` is unknown or given
-        without `a`, a dimension exceeds the BLAS's 32-bit sizes, `out` is
+        `a`, `z`) is not of shape (N, out), `activation` is unknown, `a` or
+        `z` is missing where the activation needs it, a dimension exceeds the BLAS's 32-bit sizes, `out` is
         not None nor a triple, or a buffer has the wrong shape or is read-
         only.
     MemoryError
@@ -218,6 +254,9 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
     if a is not None:
         a = v.float_array(a, "a")
         named.append(("a", a))
+    if z is not None:
+        z = v.float_array(z, "z")
+        named.append(("z", z))
     v.same_dtype(*named)
     dtype = x.dtype
     g = _activation_code(activation)
@@ -228,13 +267,20 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
     if grad_a.shape != (n, n_out):
         raise ValueError(f"grad_a must have shape (N, out) = ({n}, {n_out}) for x {x.shape} "
                          f"and w {w.shape}, got grad_a {grad_a.shape}")
-    if a is None and activation is not None:
+    takes_z = activation in dense.GRAD_TAKES_Z
+    if takes_z and z is None:
+        raise ValueError(f"activation {activation!r} needs the layer's pre-activation z "
+                         f"(dense_forward's z_out)")
+    if a is None and activation is not None and not takes_z:
         raise ValueError(f"activation {activation!r} needs the layer output a")
     if a is not None:
         v.same_shape("grad_a", grad_a, "a", a)
+    if z is not None:
+        v.same_shape("grad_a", grad_a, "z", z)
     grad_a = layout.blas_matrix(grad_a, "grad_a")
-    # the identity's derivative needs no a; any other reads it in either order
-    a = None if g == dense.ACTIVATIONS[None] else layout.blas_matrix(a, "a")
+    # the identity's derivative needs neither; the others read a or z in either order
+    a = (None if g == dense.ACTIVATIONS[None] else
+         layout.blas_matrix(z, "z") if takes_z else layout.blas_matrix(a, "a"))
 
     if out is None:
         out = (None, None, None)

@@ -42,8 +42,10 @@ from libc.limits cimport INT_MAX
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
-from nnkernels._math cimport (activate, activation_grad, row_sum,
-                              IDENTITY, SIGMOID, TANH, RELU)
+from nnkernels._math cimport row_sum
+from nnkernels._math_act cimport (activate, activation_grad, grad_takes_z, IDENTITY, SIGMOID,
+                                  TANH, RELU, GELU, GELU_TANH, SILU, LEAKY_RELU, ELU,
+                                  SOFTPLUS)
 
 cnp.import_array()
 
@@ -58,7 +60,11 @@ cpdef enum Layout:         # how a 2-D array lies in memory, for BLAS
     COLUMNS                # columns contiguous (F order, possibly with a column stride)
     OTHER                  # neither: the caller copies it
 
-ACTIVATIONS = {None: IDENTITY, "sigmoid": SIGMOID, "tanh": TANH, "relu": RELU}
+ACTIVATIONS = {None: IDENTITY, "sigmoid": SIGMOID, "tanh": TANH, "relu": RELU,
+               "gelu": GELU, "gelu_tanh": GELU_TANH, "silu": SILU,
+               "leaky_relu": LEAKY_RELU, "elu": ELU, "softplus": SOFTPLUS}
+# the activations whose derivative is computed from z (backward takes z, not a)
+GRAD_TAKES_Z = frozenset(name for name, g in ACTIVATIONS.items() if grad_takes_z(g))
 
 
 # Operands ---------------------------------------------------------------------
@@ -166,51 +172,77 @@ cdef void gemm(Matrix a, Matrix b, floating beta, Matrix c) noexcept nogil:
 # steps and activations (see bias_activate_line), so that each inlined copy is
 # a contiguous loop with nothing to decide, which the compiler vectorises.
 cdef inline void bias_activate_loop(floating* z,             # IN/OUT
+                                    floating* a,             # OUT: g(z + b), or NULL: into z
                                     const floating* bias,    # IN
                                     Py_ssize_t bias_step, Py_ssize_t n,
                                     int g) noexcept nogil:
     cdef Py_ssize_t j
-    for j in range(n):
-        z[j] = activate(z[j] + bias[j * bias_step], g)
+    cdef floating v
+    if a == NULL:
+        for j in range(n):
+            z[j] = activate(z[j] + bias[j * bias_step], g)
+    else:                               # z + b kept in z (z_out), g of it in a
+        for j in range(n):
+            v = z[j] + bias[j * bias_step]
+            z[j] = v
+            a[j] = activate(v, g)
 
 
 # The switch on g, taken once per line instead of once per element.
-cdef inline void bias_activate_line(floating* z, const floating* bias,
+cdef inline void bias_activate_line(floating* z, floating* a, const floating* bias,
                                     Py_ssize_t bias_step, Py_ssize_t n, int g) noexcept nogil:
     if g == SIGMOID:
-        bias_activate_loop(z, bias, bias_step, n, SIGMOID)
+        bias_activate_loop(z, a, bias, bias_step, n, SIGMOID)
     elif g == TANH:
-        bias_activate_loop(z, bias, bias_step, n, TANH)
+        bias_activate_loop(z, a, bias, bias_step, n, TANH)
     elif g == RELU:
-        bias_activate_loop(z, bias, bias_step, n, RELU)
+        bias_activate_loop(z, a, bias, bias_step, n, RELU)
+    elif g == GELU:
+        bias_activate_loop(z, a, bias, bias_step, n, GELU)
+    elif g == GELU_TANH:
+        bias_activate_loop(z, a, bias, bias_step, n, GELU_TANH)
+    elif g == SILU:
+        bias_activate_loop(z, a, bias, bias_step, n, SILU)
+    elif g == LEAKY_RELU:
+        bias_activate_loop(z, a, bias, bias_step, n, LEAKY_RELU)
+    elif g == ELU:
+        bias_activate_loop(z, a, bias, bias_step, n, ELU)
+    elif g == SOFTPLUS:
+        bias_activate_loop(z, a, bias, bias_step, n, SOFTPLUS)
     else:
-        bias_activate_loop(z, bias, bias_step, n, IDENTITY)
+        bias_activate_loop(z, a, bias, bias_step, n, IDENTITY)
 
 
 cdef void bias_activate(int g,
                         const floating* bias,   # IN  (out,) or NULL
-                        Matrix z) noexcept nogil:   # IN/OUT (N, out)
+                        Matrix z,               # IN/OUT (N, out)
+                        Matrix* a) noexcept nogil:   # OUT (N, out), z's memory order, or NULL
     cdef floating zero = 0
     cdef floating no_bias = -zero          # x + (-0) is x for every x, -0 included
     cdef Py_ssize_t i, lines = n_lines(z), length = line_length(z)
     cdef floating* line
+    cdef floating* a_line = NULL
     for i in range(lines):
         line = <floating*>z.data + i * z.ld
+        if a != NULL:
+            a_line = <floating*>a[0].data + i * a[0].ld
         if z.col_major or bias == NULL:
-            bias_activate_line(line, (bias + i) if bias != NULL else &no_bias, 0, length, g)
+            bias_activate_line(line, a_line, (bias + i) if bias != NULL else &no_bias, 0,
+                               length, g)
         else:
-            bias_activate_line(line, bias, 1, length, g)
+            bias_activate_line(line, a_line, bias, 1, length, g)
 
 
 cdef void forward_kernel(int g,
                          Matrix x,                # IN  (N, in)
                          Matrix w,                # IN  (out, in)
                          const floating* bias,    # IN  (out,) or NULL
-                         Matrix z) noexcept nogil:    # OUT (N, out): g(x wᵀ + b)
+                         Matrix z,                # OUT (N, out): g(x wᵀ + b), or x wᵀ + b
+                         Matrix* a) noexcept nogil:   # OUT (N, out): g(x wᵀ + b), or NULL
     cdef floating zero = 0
     gemm(x, transposed(w), zero, z)
-    if g != IDENTITY or bias != NULL:
-        bias_activate(g, bias, z)
+    if g != IDENTITY or bias != NULL or a != NULL:
+        bias_activate(g, bias, z, a)
 
 
 # Backward epilogue: grad_z = grad_a ⊙ g'(a) and the bias sums -------------------
@@ -244,6 +276,18 @@ cdef inline void grad_z_by_activation(const floating* grad_a, const floating* a,
         grad_z_loop(grad_a, a, a_step, grad_z, column_sums, n, TANH)
     elif g == RELU:
         grad_z_loop(grad_a, a, a_step, grad_z, column_sums, n, RELU)
+    elif g == GELU:
+        grad_z_loop(grad_a, a, a_step, grad_z, column_sums, n, GELU)
+    elif g == GELU_TANH:
+        grad_z_loop(grad_a, a, a_step, grad_z, column_sums, n, GELU_TANH)
+    elif g == SILU:
+        grad_z_loop(grad_a, a, a_step, grad_z, column_sums, n, SILU)
+    elif g == LEAKY_RELU:
+        grad_z_loop(grad_a, a, a_step, grad_z, column_sums, n, LEAKY_RELU)
+    elif g == ELU:
+        grad_z_loop(grad_a, a, a_step, grad_z, column_sums, n, ELU)
+    elif g == SOFTPLUS:
+        grad_z_loop(grad_a, a, a_step, grad_z, column_sums, n, SOFTPLUS)
     else:
         grad_z_loop(grad_a, a, a_step, grad_z, column_sums, n, IDENTITY)
 
@@ -327,17 +371,26 @@ def scratch_bytes(int g, cnp.ndarray grad_a):
     return sums_bytes(ga) + grad_z_bytes
 
 
-def forward(int g, cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray out):
-    """out = g(x wᵀ + b); b is None or a contiguous (out,) array."""
-    cdef Matrix mx = matrix_of(x), mw = matrix_of(w), mz = matrix_of(out)
+def forward(int g, cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray out,
+            object z_out=None):
+    """out = g(x wᵀ + b); b is None or a contiguous (out,) array.  With z_out,
+    z = x wᵀ + b goes there too (z_out in out's memory order)."""
+    cdef Matrix mx = matrix_of(x), mw = matrix_of(w), mz = matrix_of(out), ma
+    cdef Matrix* a_ptr = NULL
     cdef void* bias = NULL if b is None else cnp.PyArray_DATA(<cnp.ndarray>b)
-    require_aligned((x, w, b, out))
+    require_aligned((x, w, b, out, z_out))
+    if z_out is not None:
+        ma = mz
+        mz = matrix_of(<cnp.ndarray>z_out)
+        if ma.col_major != mz.col_major:
+            raise ValueError("nnkernels: internal error, z_out and out in different orders")
+        a_ptr = &ma
     if cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT32:
         with nogil:
-            forward_kernel[float](g, mx, mw, <const float*>bias, mz)
+            forward_kernel[float](g, mx, mw, <const float*>bias, mz, a_ptr)
     else:
         with nogil:
-            forward_kernel[double](g, mx, mw, <const double*>bias, mz)
+            forward_kernel[double](g, mx, mw, <const double*>bias, mz, a_ptr)
 
 
 def backward(int g, cnp.ndarray grad_a, cnp.ndarray x, cnp.ndarray w, object a,
@@ -345,7 +398,8 @@ def backward(int g, cnp.ndarray grad_a, cnp.ndarray x, cnp.ndarray w, object a,
              cnp.ndarray scratch, bint accumulate):
     """(grad_w, grad_b[, grad_x]) of the layer into the given arrays.
 
-    a is None for the identity; grad_b contiguous; grad_x None when the
+    a is the layer output, or its input z for the activations of
+    GRAD_TAKES_Z, None for the identity; grad_b contiguous; grad_x None when the
     input gradient is not wanted; scratch a 64-byte aligned byte array of at
     least scratch_bytes(g, grad_a): the bias sums, then grad_z.
     """

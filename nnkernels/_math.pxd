@@ -251,24 +251,6 @@ cdef inline floating tanh_of(floating z) noexcept nogil:
     return t if z > zero else (-t if z < zero else z)    # tanh(±0) = ±0, NaN stays
 
 
-# The dense layer's activation g, chosen at run time: the switch is loop
-# invariant, so the compiler unswitches it out of a loop that calls these.
-cdef enum Activation:
-    IDENTITY
-    SIGMOID
-    TANH
-    RELU
-
-cdef inline floating activate(floating z, int g) noexcept nogil:
-    if g == SIGMOID:
-        return sigmoid_of(z)
-    elif g == TANH:
-        return tanh_of(z)
-    elif g == RELU:
-        return relu_of(z)
-    return z
-
-
 # Hadamard backward, from the layer output a:  dZ = dA ⊙ g'(a) --------------------
 # sigmoid: g' = a (1 - a), multiplied as (grad a)(1 - a), the reference's order:
 # for an a outside [0, 1] that the caller passed, a (1 - a) alone can overflow
@@ -289,15 +271,7 @@ cdef inline floating relu_grad(floating grad, floating a) noexcept nogil:
     return zero if a <= zero else grad
 
 
-# grad_z = grad_a ⊙ g'(a) for the dense layer's activation g (identity: grad_a)
-cdef inline floating activation_grad(floating grad, floating a, int g) noexcept nogil:
-    if g == SIGMOID:
-        return sigmoid_grad(grad, a)
-    elif g == TANH:
-        return tanh_grad(grad, a)
-    elif g == RELU:
-        return relu_grad(grad, a)
-    return grad
+# The dense layer's activation g, activate and activation_grad: in _math_act.pxd.
 
 
 # Row reductions over n contiguous values ---------------------------------------

@@ -59,6 +59,21 @@ def gradient_checks(nk, seed=0):
         lambda x: (float(np.sum(r * nk.relu(x))),
                    nk.relu_backward(r, nk.relu(x))), _away_from_zero(rng, (n, c)))
 
+    # the activations whose backward takes z: L = sum(r * f(z)), dL/dz = backward(r, z)
+    z_activations = [
+        ("gelu", {}), ("gelu", {"approximate": "tanh"}), ("silu", {}),
+        ("leaky_relu", {"negative_slope": 0.1}), ("elu", {"alpha": 1.5}),
+        ("softplus", {}), ("softplus", {"beta": 2.0, "threshold": 3.0}),
+    ]
+    kinked = _away_from_zero(rng, (n, c))      # leaky relu and elu: off the kink at 0
+    for name, kw in z_activations:
+        fwd, bwd = getattr(nk, name), getattr(nk, name + "_backward")
+        opts = ", ".join(f"{k}={v!r}" for k, v in kw.items())
+        add(f"{name}_backward{' (' + opts + ')' if opts else ''} (L = sum(r * {name}(z)))",
+            lambda x, fwd=fwd, bwd=bwd, kw=kw: (float(np.sum(r * fwd(x, **kw))),
+                                                bwd(r, x, **kw)),
+            kinked if name in ("leaky_relu", "elu") else z)
+
     # ---- softmax family
     for axis in (-1, 0):
         add(f"softmax_backward axis={axis} (L = sum(r * softmax(z)))",

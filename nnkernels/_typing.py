@@ -30,5 +30,6 @@ FloatArrayLike = Union[FloatArray, np.floating[Any], float,
                        Sequence[float], Sequence[Sequence[float]]]
 Loss = Union[np.floating[Any], FloatArray]
 Reduction = Literal["mean", "sum", "none"]
-Activation = Optional[Literal["sigmoid", "tanh", "relu"]]
+Activation = Optional[Literal["sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "silu",
+                              "leaky_relu", "elu", "softplus"]]
 FloatArrayT = TypeVar("FloatArrayT", bound=FloatArray)

@@ -161,3 +161,17 @@ def integer(value, name):
         return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+
+
+def finite_float(value, name):
+    """An activation's numeric option as a finite Python float: a real number
+    (not a bool, not a string that float() would parse), else TypeError;
+    inf or NaN, ValueError."""
+    if type(value) is float and value - value == 0.0:     # the common call: finite
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    value = float(value)
+    if value - value != 0.0:
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value

@@ -15,6 +15,8 @@ parameter sharing the array's memory. Nothing here imports torch: the caller pas
 __all__ = [
     "import_torch",
     "sigmoid", "relu", "sigmoid_backward", "tanh_backward", "relu_backward",
+    "tanh", "gelu", "gelu_backward", "gelu_tanh", "gelu_tanh_backward", "silu", "silu_backward",
+    "leaky_relu", "leaky_relu_backward", "elu", "elu_backward", "softplus", "softplus_backward",
     "softmax", "log_softmax", "softmax_backward",
     "softmax_cross_entropy", "sigmoid_binary_cross_entropy", "binary_cross_entropy", "mse",
     "dense_forward", "dense_backward", "mlp_step",
@@ -68,6 +70,28 @@ _TORCH_ACT_BW = {
 sigmoid_backward = _torch_out(_TORCH_ACT_BW["sigmoid"])
 tanh_backward = _torch_out(_TORCH_ACT_BW["tanh"])
 relu_backward = _torch_out(_TORCH_ACT_BW["relu"])
+# the activations whose derivative takes z: aten's out= forms and the backward
+# ops autograd runs, with torch.nn.functional's defaults
+tanh = _torch_out(lambda torch, z, o: torch.tanh(z, out=o))
+gelu = _torch_out(lambda torch, z, o: torch.ops.aten.gelu.out(z, approximate="none", out=o))
+gelu_backward = _torch_out(lambda torch, g, z, o: torch.ops.aten.gelu_backward.grad_input(
+    g, z, approximate="none", grad_input=o))
+gelu_tanh = _torch_out(lambda torch, z, o: torch.ops.aten.gelu.out(z, approximate="tanh", out=o))
+gelu_tanh_backward = _torch_out(lambda torch, g, z, o: torch.ops.aten.gelu_backward.grad_input(
+    g, z, approximate="tanh", grad_input=o))
+silu = _torch_out(lambda torch, z, o: torch.ops.aten.silu.out(z, out=o))
+silu_backward = _torch_out(lambda torch, g, z, o: torch.ops.aten.silu_backward.grad_input(
+    g, z, grad_input=o))
+leaky_relu = _torch_out(lambda torch, z, o: torch.ops.aten.leaky_relu.out(z, 0.01, out=o))
+leaky_relu_backward = _torch_out(
+    lambda torch, g, z, o: torch.ops.aten.leaky_relu_backward.grad_input(
+        g, z, 0.01, False, grad_input=o))
+elu = _torch_out(lambda torch, z, o: torch.ops.aten.elu.out(z, 1.0, 1, 1, out=o))
+elu_backward = _torch_out(lambda torch, g, z, o: torch.ops.aten.elu_backward.grad_input(
+    g, 1.0, 1, 1, False, z, grad_input=o))
+softplus = _torch_out(lambda torch, z, o: torch.ops.aten.softplus.out(z, 1, 20, out=o))
+softplus_backward = _torch_out(
+    lambda torch, g, z, o: torch.ops.aten.softplus_backward.grad_input(g, z, 1, 20, grad_input=o))
 softmax = _torch_out(lambda torch, z, o: torch.softmax(z, -1, out=o))
 log_softmax = _torch_out(lambda torch, z, o: torch.log_softmax(z, -1, out=o))
 softmax_backward = _torch_out(

@@ -23,6 +23,8 @@ state arrays in place and return the parameter, as the kernels do.
 """
 
 from .activations import sigmoid, relu, sigmoid_backward, tanh_backward, relu_backward
+from .activations import (tanh, gelu, gelu_backward, silu, silu_backward, leaky_relu,
+                          leaky_relu_backward, elu, elu_backward, softplus, softplus_backward)
 from .softmax import softmax, log_softmax, softmax_backward
 from .cross_entropy import softmax_cross_entropy, softmax_cross_entropy_backward
 from .losses import sigmoid_binary_cross_entropy, binary_cross_entropy, mse
@@ -35,6 +37,17 @@ __all__ = [
     "sigmoid_backward",
     "tanh_backward",
     "relu_backward",
+    "tanh",
+    "gelu",
+    "gelu_backward",
+    "silu",
+    "silu_backward",
+    "leaky_relu",
+    "leaky_relu_backward",
+    "elu",
+    "elu_backward",
+    "softplus",
+    "softplus_backward",
     "softmax",
     "log_softmax",
     "softmax_backward",

@@ -8,7 +8,10 @@ import numpy as np
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _REDUCTIONS = ("mean", "sum", "none")
-_ACTIVATIONS = (None, "sigmoid", "tanh", "relu")
+_ACTIVATIONS = (None, "sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "silu", "leaky_relu",
+                "elu", "softplus")
+# the activations whose derivative is computed from z (the others': from a)
+_GRAD_TAKES_Z = ("gelu", "gelu_tanh", "silu", "leaky_relu", "elu", "softplus")
 
 
 def _float_array(name, value, like=None):

@@ -5,9 +5,21 @@ from __future__ import annotations   # signatures show the aliases' names
 import numpy as np
 
 from .._typing import Activation, FloatArray, FloatArrayLike, Optional
-from ._checks import (_check_activation, _check_ndim, _check_out, _check_same_shape,
-                      _common_dtype, _float_array, _store)
+from . import activations as _act
+from ._checks import (_GRAD_TAKES_Z, _check_activation, _check_ndim, _check_out,
+                      _check_same_shape, _common_dtype, _float_array, _store)
 from .activations import relu, relu_backward, sigmoid, sigmoid_backward, tanh_backward
+
+# activation name -> (forward of z, backward of (grad, z)), with the defaults
+_Z_ACTIVATIONS = {
+    "gelu": (_act.gelu, _act.gelu_backward),
+    "gelu_tanh": (lambda z: _act.gelu(z, approximate="tanh"),
+                  lambda g, z: _act.gelu_backward(g, z, approximate="tanh")),
+    "silu": (_act.silu, _act.silu_backward),
+    "leaky_relu": (_act.leaky_relu, _act.leaky_relu_backward),
+    "elu": (_act.elu, _act.elu_backward),
+    "softplus": (_act.softplus, _act.softplus_backward),
+}
 
 
 def _check_dense_shapes(x, w):
@@ -19,9 +31,10 @@ def _check_dense_shapes(x, w):
 
 
 def dense_forward(x: FloatArrayLike, w: FloatArrayLike, b: Optional[FloatArrayLike] = None,
-                  activation: Activation = None,
+                  activation: Activation = None, *, z_out: Optional[FloatArray] = None,
                   out: Optional[FloatArray] = None) -> FloatArray:
-    """a = g(x @ w.T + b) for a batch x (N, in) and weights w (out, in)."""
+    """a = g(x @ w.T + b) for a batch x (N, in) and weights w (out, in);
+    z = x @ w.T + b also into ``z_out`` when given."""
     x = _float_array("x", x)
     w = _float_array("w", w)
     b = None if b is None else _float_array("b", b)
@@ -32,11 +45,14 @@ def dense_forward(x: FloatArrayLike, w: FloatArrayLike, b: Optional[FloatArrayLi
                          f"w {w.shape}), got b {b.shape}")
     _check_activation(activation)
     _check_out(out, (x.shape[0], w.shape[0]), dtype)
+    _check_out(z_out, (x.shape[0], w.shape[0]), dtype, name="z_out")
 
     z = x @ w.T
     if b is not None:
         z += b
-    if activation == "sigmoid":
+    if activation in _Z_ACTIVATIONS:
+        a = _Z_ACTIVATIONS[activation][0](z)
+    elif activation == "sigmoid":
         a = sigmoid(z)
     elif activation == "tanh":
         a = np.tanh(z)
@@ -44,18 +60,22 @@ def dense_forward(x: FloatArrayLike, w: FloatArrayLike, b: Optional[FloatArrayLi
         a = relu(z)
     else:
         a = z
+    if z_out is not None:
+        z_out[...] = z
     return _store(a, dtype, out)
 
 
 def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
                    a: Optional[FloatArrayLike] = None, activation: Activation = None, *,
+                   z: Optional[FloatArrayLike] = None,
                    need_input_grad: bool = True, accumulate: bool = False,
                    out: Optional[tuple[Optional[FloatArray], Optional[FloatArray],
                                        Optional[FloatArray]]] = None,
                    ) -> tuple[FloatArray, FloatArray, Optional[FloatArray]]:
     """Gradients of a dense layer: (grad_w, grad_b, grad_x).
 
-    grad_z = grad_a * g'(a), grad_w = grad_z.T @ x, grad_b = sum of grad_z
+    grad_z = grad_a * g'(a) (or g'(z), z = x @ w.T + b, for the activations
+    whose derivative takes z), grad_w = grad_z.T @ x, grad_b = sum of grad_z
     over the batch, grad_x = grad_z @ w (None when ``need_input_grad`` is
     false). ``out`` is None or a (grad_w, grad_b, grad_x) triple of buffers,
     any of them None; with ``accumulate`` the gradients are added into them.
@@ -65,7 +85,8 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
     x = _float_array("x", x)
     w = _float_array("w", w)
     a = None if a is None else _float_array("a", a)
-    dtype = _common_dtype(grad_a=grad_a, x=x, w=w, a=a)
+    z = None if z is None else _float_array("z", z)
+    dtype = _common_dtype(grad_a=grad_a, x=x, w=w, a=a, z=z)
     _check_dense_shapes(x, w)
     _check_activation(activation)
     n_samples, n_out = x.shape[0], w.shape[0]
@@ -73,10 +94,14 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
         raise ValueError(f"grad_a must have shape (N, out) = "
                          f"({n_samples}, {n_out}) for x {x.shape} and "
                          f"w {w.shape}, got grad_a {grad_a.shape}")
-    if a is None and activation is not None:
+    if activation in _GRAD_TAKES_Z and z is None:
+        raise ValueError(f"activation {activation!r} needs the layer's pre-activation z")
+    if a is None and activation is not None and activation not in _GRAD_TAKES_Z:
         raise ValueError(f"activation {activation!r} needs the layer output a")
     if a is not None:
         _check_same_shape("grad_a", grad_a, "a", a)
+    if z is not None:
+        _check_same_shape("grad_a", grad_a, "z", z)
 
     if out is None:
         out = (None, None, None)
@@ -89,7 +114,9 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
     if need_input_grad:
         _check_out(out_x, x.shape, dtype, name="out[2] (grad_x)")
 
-    if activation == "sigmoid":
+    if activation in _Z_ACTIVATIONS:
+        grad_z = _Z_ACTIVATIONS[activation][1](grad_a, z)
+    elif activation == "sigmoid":
         grad_z = sigmoid_backward(grad_a, a)
     elif activation == "tanh":
         grad_z = tanh_backward(grad_a, a)
