@@ -1,13 +1,15 @@
 """Train a small MLP on scikit-learn's digits with nnkernels (no download).
 
-    python examples/train_mlp.py                       # sigmoid, 128-64 hidden
+    python examples/train_mlp.py                       # sigmoid, 128-64 hidden, SGD
     python examples/train_mlp.py --activation relu --dtype float64
+    python examples/train_mlp.py --activation gelu --optimizer adam
     python examples/train_mlp.py --compare             # same loop on nnkernels.reference too
 
 The 1797 8x8 digit images are split 75/25 into train and test sets (fixed
 split, stratified), the 64 pixel features standardised with the training
 set's mean and standard deviation, and the network ``nnkernels.mlp.MLP``
-trained by plain mini-batch SGD on shuffled batches. ``main(argv)`` returns
+trained on shuffled mini-batches by SGD (plain, or with --momentum and
+--weight-decay) or Adam. ``main(argv)`` returns
 the numbers it prints, as a dict.
 """
 
@@ -26,6 +28,9 @@ except ImportError:  # a source checkout, not installed: use its in-place build
 import nnkernels.reference
 from nnkernels.mlp import MLP
 
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "silu", "leaky_relu", "elu",
+               "softplus")
+DEFAULT_LR = {"sgd": 0.5, "adam": 0.003}
 SPLIT_SEED = 0          # the train/test split is the same for every --seed
 TEST_FRACTION = 0.25
 
@@ -53,14 +58,21 @@ def _widths(text):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description="Train an MLP on scikit-learn's digits with nnkernels.")
-    p.add_argument("--activation", choices=("sigmoid", "tanh", "relu"),
+    p.add_argument("--activation", choices=ACTIVATIONS,
                    default="sigmoid", help="hidden-layer activation (default: sigmoid)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                   help="the update rule (default: sgd)")
+    p.add_argument("--momentum", type=float, default=0.0,
+                   help="SGD momentum (default: 0, plain SGD)")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="L2 weight decay of either optimizer (default: 0)")
     p.add_argument("--hidden", type=_widths, default=(128, 64),
                    help="hidden layer widths, comma-separated (default: 128,64)")
     p.add_argument("--epochs", type=_positive(int), default=30, help="default: 30")
     p.add_argument("--batch-size", type=_positive(int), default=32, help="default: 32")
-    p.add_argument("--lr", type=_positive(float), default=0.5,
-                   help="SGD learning rate (default: 0.5)")
+    p.add_argument("--lr", type=_positive(float), default=None,
+                   help=f"learning rate (default: {DEFAULT_LR['sgd']} for SGD, "
+                        f"{DEFAULT_LR['adam']} for Adam)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="default: float32")
     p.add_argument("--seed", type=int, default=0,
@@ -69,7 +81,10 @@ def parse_args(argv=None):
                    help="run the identical loop on nnkernels.reference too and "
                         "compare losses and training time")
     p.add_argument("--quiet", action="store_true", help="print only the results")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.lr is None:
+        args.lr = DEFAULT_LR[args.optimizer]
+    return args
 
 
 def load_digits_split(dtype):
@@ -156,8 +171,10 @@ def train(model, x, y, *, epochs, batch_size, lr, seed, progress):
 def run(backend, data, args):
     x_train, y_train, x_test, y_test = data
     sizes = (x_train.shape[1], *args.hidden, 10)
-    model = MLP(sizes, args.activation, dtype=args.dtype, backend=backend,
-                seed=args.seed)
+    options = {"momentum": args.momentum} if args.optimizer == "sgd" else {}
+    model = MLP(sizes, args.activation, optimizer=args.optimizer,
+                weight_decay=args.weight_decay, dtype=args.dtype, backend=backend,
+                seed=args.seed, **options)
     progress = Progress(args.epochs, -(-len(x_train) // args.batch_size),
                         enabled=not args.quiet)
     result = train(model, x_train, y_train, epochs=args.epochs,
@@ -178,7 +195,7 @@ def main(argv=None):
     data = load_digits_split(np.dtype(args.dtype))
     print(f"digits: {len(data[0])} train / {len(data[2])} test samples, MLP "
         f"{'-'.join(map(str, (data[0].shape[1], *args.hidden, 10)))} "
-        f"{args.activation}, {args.dtype}, {args.epochs} epochs of batch "
+        f"{args.activation}, {args.dtype}, {args.optimizer}, {args.epochs} epochs of batch "
         f"{args.batch_size}, lr {args.lr}, seed {args.seed}")
     result = run(nnkernels, data, args)
     if args.compare:

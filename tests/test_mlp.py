@@ -1,7 +1,8 @@
 """nnkernels.mlp.MLP and the training example examples/train_mlp.py.
 
 The MLP is checked against itself on the reference backend, against torch
-autograd, for zero allocations per step, and through the example's main().
+autograd and torch.optim, for zero allocations per step, and through the
+example's main().
 """
 
 import importlib.util
@@ -16,7 +17,17 @@ import nnkernels
 from nnkernels import reference
 from nnkernels.mlp import MLP
 
-ACTIVATIONS = ["sigmoid", "tanh", "relu"]
+ACTIVATIONS = ["sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "silu", "leaky_relu", "elu",
+               "softplus"]
+# the MLP's optimizer options, by name (plain SGD is fused into the backward pass)
+OPTIMIZERS = {
+    "sgd": {},
+    "sgd_momentum": dict(momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "sgd_decay": dict(weight_decay=1e-2),
+    "adam": dict(optimizer="adam"),
+    "adamw": dict(optimizer="adam", betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05,
+                  decoupled_weight_decay=True),
+}
 BACKENDS = {"nnkernels": nnkernels, "reference": reference}
 # Absent when the suite runs from a copy of tests/ against an installed wheel.
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "train_mlp.py"
@@ -51,6 +62,26 @@ def test_backends_agree_step_by_step(activation, rng, threads):
         np.testing.assert_allclose(b1, b2, rtol=1e-10, atol=1e-13)
     x, y = batches[0]
     np.testing.assert_allclose(fast.forward(x), slow.forward(x), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=OPTIMIZERS.keys())
+@pytest.mark.parametrize("activation", ["relu", "gelu", "softplus"])
+def test_backends_agree_with_every_optimizer(activation, optimizer, rng):
+    sizes = (20, 32, 16, 7)
+    fast = MLP(sizes, activation, dtype=np.float64, backend=nnkernels, seed=5,
+               **OPTIMIZERS[optimizer])
+    slow = MLP(sizes, activation, dtype=np.float64, backend=reference, seed=5,
+               **OPTIMIZERS[optimizer])
+    initial = [w.copy() for w, _ in fast.params]
+    batches = [_data(rng, n, 20, 7) for n in (24, 24, 9, 24, 24)]
+    lr = 0.01 if "adam" in optimizer else 0.2
+    np.testing.assert_allclose([fast.step(x, y, lr) for x, y in batches],
+                               [slow.step(x, y, lr) for x, y in batches], rtol=1e-10)
+    assert fast.steps == slow.steps == len(batches)
+    for (w1, b1), (w2, b2), w0 in zip(fast.params, slow.params, initial):
+        assert not np.allclose(w1, w0)
+        np.testing.assert_allclose(w1, w2, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(b1, b2, rtol=1e-10, atol=1e-13)
 
 
 def test_backends_agree_float32(rng):
@@ -122,7 +153,17 @@ def test_example_without_sklearn(example, monkeypatch, capsys):
     assert "pip install scikit-learn" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--activation", "gelu"], ["--hidden", "12,x"],
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_example_reaches_95_percent(example, activation, optimizer, capsys):
+    pytest.importorskip("sklearn")
+    result = example.main(["--activation", activation, "--optimizer", optimizer, "--quiet"])
+    assert result["test_accuracy"] > 0.95, result["test_accuracy"]
+    assert result["epoch_losses"][-1] < 0.1 * result["epoch_losses"][0]
+
+
+@pytest.mark.parametrize("argv", [["--activation", "swish"], ["--hidden", "12,x"],
+                                  ["--optimizer", "rmsprop"], ["--momentum", "x"],
                                   ["--epochs", "0"], ["--lr", "-1"],
                                   ["--dtype", "float16"]])
 def test_example_rejects_bad_options(example, argv, capsys):
@@ -133,10 +174,13 @@ def test_example_rejects_bad_options(example, argv, capsys):
 
 
 # (c) ---------------------------------------------- no allocation per step
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_step_allocates_nothing(activation, dtype, rng):
+@pytest.mark.parametrize("activation, optimizer",
+                         [(a, "sgd") for a in ACTIVATIONS]
+                         + [("relu", "sgd_momentum"), ("gelu", "adam")])
+def test_step_allocates_nothing(activation, optimizer, dtype, rng):
     n, width = 256, 256
-    model = MLP((64, width, width, 10), activation, dtype=dtype, seed=0)
+    model = MLP((64, width, width, 10), activation, dtype=dtype, seed=0,
+                **OPTIMIZERS[optimizer])
     x, labels = _data(rng, n, 64, 10, dtype)
     activation_bytes = n * width * dtype.itemsize     # one hidden buffer
 
@@ -179,7 +223,7 @@ def test_step_matches_torch_autograd(activation, backend, rng):
 
     ws = [torch.tensor(w, requires_grad=True) for w, _ in model.params]
     bs = [torch.tensor(b, requires_grad=True) for _, b in model.params]
-    g = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[activation]
+    g = _torch_activation(torch, activation)
     a = torch.tensor(x)
     for l, (w, b) in enumerate(zip(ws, bs)):
         a = torch.nn.functional.linear(a, w, b)
@@ -198,6 +242,53 @@ def test_step_matches_torch_autograd(activation, backend, rng):
                                    rtol=1e-10, atol=1e-14)
         np.testing.assert_allclose(b, (tb - lr * tb.grad).detach().numpy(),
                                    rtol=1e-10, atol=1e-14)
+
+
+def _torch_activation(torch, name):
+    F = torch.nn.functional
+    return {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu,
+            "gelu": F.gelu, "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
+            "silu": F.silu, "leaky_relu": F.leaky_relu, "elu": F.elu,
+            "softplus": F.softplus}[name]
+
+
+def _torch_optimizer(torch, params, optimizer, lr):
+    options = dict(OPTIMIZERS[optimizer])
+    if options.pop("optimizer", "sgd") == "sgd":
+        return torch.optim.SGD(params, lr=lr, foreach=False, **options)
+    decoupled = options.pop("decoupled_weight_decay", False)
+    kind = torch.optim.AdamW if decoupled else torch.optim.Adam
+    if not decoupled:
+        options.setdefault("weight_decay", 0.0)
+    return kind(params, lr=lr, foreach=False, **options)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=OPTIMIZERS.keys())
+@pytest.mark.parametrize("activation", ["tanh", "gelu", "elu"])
+def test_steps_match_torch_optim(activation, optimizer, rng):
+    torch = pytest.importorskip("torch")
+    lr = 0.01 if "adam" in optimizer else 0.3
+    model = MLP((12, 16, 8, 5), activation, dtype=np.float64, seed=3,
+                **OPTIMIZERS[optimizer])
+    ws = [torch.tensor(w, requires_grad=True) for w, _ in model.params]
+    bs = [torch.tensor(b, requires_grad=True) for _, b in model.params]
+    opt = _torch_optimizer(torch, [p for pair in zip(ws, bs) for p in pair], optimizer, lr)
+    g = _torch_activation(torch, activation)
+    for _ in range(6):
+        x, labels = _data(rng, 10, 12, 5)
+        a = torch.tensor(x)
+        for l, (w, b) in enumerate(zip(ws, bs)):
+            a = torch.nn.functional.linear(a, w, b)
+            if l < len(ws) - 1:
+                a = g(a)
+        torch_loss = torch.nn.functional.cross_entropy(a, torch.tensor(labels))
+        opt.zero_grad()
+        torch_loss.backward()
+        opt.step()
+        np.testing.assert_allclose(model.step(x, labels, lr), torch_loss.item(), rtol=1e-11)
+    for (w, b), tw, tb in zip(model.params, ws, bs):
+        np.testing.assert_allclose(w, tw.detach().numpy(), rtol=1e-9, atol=1e-13)
+        np.testing.assert_allclose(b, tb.detach().numpy(), rtol=1e-9, atol=1e-13)
 
 
 def test_evaluate_in_batches(rng):
@@ -248,6 +339,19 @@ def test_initialisation():
     (dict(dtype=np.float16), TypeError, "dtype"),
     (dict(dtype="no such type"), TypeError, "dtype"),
     (dict(backend=np), TypeError, "backend"),
+    (dict(optimizer="rmsprop"), ValueError, "optimizer"),
+    (dict(optimizer="Adam"), ValueError, "optimizer"),
+    (dict(momentum=-0.1), ValueError, "momentum"),
+    (dict(momentum="0.9"), TypeError, "momentum"),
+    (dict(weight_decay=float("nan")), ValueError, "weight_decay"),
+    (dict(nesterov=True), ValueError, "nesterov"),
+    (dict(nesterov=1, momentum=0.9), TypeError, "nesterov"),
+    (dict(betas=(0.9, 0.99)), ValueError, "betas"),
+    (dict(optimizer="adam", betas=(0.9, 1.0)), ValueError, "betas"),
+    (dict(optimizer="adam", betas=0.9), TypeError, "betas"),
+    (dict(optimizer="adam", momentum=0.9), ValueError, "momentum"),
+    (dict(optimizer="adam", eps=-1.0), ValueError, "eps"),
+    (dict(decoupled_weight_decay=True), ValueError, "decoupled_weight_decay"),
     (dict(seed=1.5), TypeError, "seed"),
     (dict(seed=-1), ValueError, "seed"),
 ])
