@@ -28,7 +28,7 @@ from nnkernels._math cimport (expm1_taylor, pow2_like, exp_nonpos, expm1_nonpos,
 cdef extern from *:
     """
     /* P(t) of the normal tail below (phi_tail_ratio): coefficients of t**0,
-       t**1, ... from tools/derive_phi_tail.py (a Chebyshev interpolant, at
+       t**1, ... from docs/derivations/derive_phi_tail.py (a Chebyshev interpolant, at
        40 digits, of H(t) = (y + 3) e**(y²/2) Φ(-y), t = (y - 3)/(y + 3)),
        degree 10 for float32 and 26 for float64. */
     static inline float nnk_phi_tail_poly_f(float t) {
