@@ -35,9 +35,10 @@ Schema of an entry (``Kernel``):
                   bit-identical for any thread count
   is_loss         results are (loss, grad): a reduced loss is a 0-d NumPy
                   scalar of the input dtype, "none" an array
-  check           ``check(got, expected, values, dtype, opts)`` asserts the
-                  results ``got`` (a list) agree with ``expected`` (a list of
-                  float64 arrays) within this kernel's rounding
+  check           ``check(got, expected, values, dtype, opts, **override)``
+                  asserts the results ``got`` (a list) agree with ``expected``
+                  (a list of float64 arrays) within this kernel's rounding
+                  (``override``: assert_close keywords, e.g. rtol)
   torch           ``torch(values, opts) -> list`` of float64 results computed
                   with torch (None: no counterpart)
   fd              ``fd(rng, opts) -> [(label, f, x0)]``: scalar-loss
@@ -116,11 +117,17 @@ class Kernel:
     def __repr__(self):
         return self.name
 
-    def option_sets(self):
-        """Every valid combination of the options (dicts), defaults first."""
+    def option_sets(self, mode="all"):
+        """Valid combinations of the options (dicts), defaults first: "all"
+        of them, or (mode "each") the defaults and every other value of
+        each option with the rest at their defaults."""
         keys = list(self.options)
-        combos = [dict(zip(keys, vals))
-                  for vals in itertools.product(*(self.options[k] for k in keys))]
+        if mode == "each":
+            d = self.default_options()
+            combos = [d] + [dict(d, **{k: v}) for k in keys for v in self.options[k][1:]]
+        else:
+            combos = [dict(zip(keys, vals))
+                      for vals in itertools.product(*(self.options[k] for k in keys))]
         return [c for c in combos if self.valid_options(c)] or [{}]
 
     def default_options(self):
@@ -161,9 +168,14 @@ class Kernel:
     def out_buffers(self, values, dtype, fill=7.0, layout=None):
         """Fresh out= buffers (filled with ``fill``) of the results' shapes."""
         from _nkutil import layout as lay
-        shapes = [np.shape(r) for r in self.results_of(self.call(values))]
-        make = (lambda s: np.full(s, fill, dtype)) if layout is None else \
-            (lambda s: lay(np.full(s, fill, dtype), layout))
+        shapes = [None if r is None else np.shape(r)
+                  for r in self.results_of(self.call(values))]
+
+        def make(s):
+            if s is None:
+                return None
+            buf = np.full(s, fill, dtype)
+            return buf if layout is None else lay(buf, layout)
         if isinstance(self.out_results, tuple):
             return tuple(make(shapes[i]) for i in self.out_results)
         return make(shapes[self.out_results])
@@ -193,23 +205,23 @@ def _check_types(got, expected, dtype, is_loss):
 def close_check(tolerance, is_loss=False):
     """A ``check`` comparing each result with assert_close, its keyword
     arguments (scale, n, rtol) from ``tolerance(values, dtype, opts, i)``."""
-    def check(got, expected, values, dtype, opts):
+    def check(got, expected, values, dtype, opts, **override):
         assert len(got) == len(expected)
         _check_types(got, expected, dtype, is_loss)
         for i, (g, e) in enumerate(zip(got, expected)):
             if e is not None:
                 assert_close(g, e, dtype, err_msg=f"result {i}",
-                             **tolerance(values, dtype, opts, i))
+                             **dict(tolerance(values, dtype, opts, i), **override))
     return check
 
 
-def dense_forward_check(got, expected, v, dtype, opts):
+def dense_forward_check(got, expected, v, dtype, opts, **override):
     _check_types(got, expected, dtype, False)
     assert_within(got[0], expected[0], forward_bound(v["x"], v["w"], v.get("b"), dtype,
                                                      expected[0]), "a")
 
 
-def dense_backward_check(got, expected, v, dtype, opts):
+def dense_backward_check(got, expected, v, dtype, opts, **override):
     _check_types(got, expected, dtype, False)
     bounds = backward_bounds(v["grad_a"], v["x"], v["w"], v.get("a"), v.get("activation"),
                              dtype)
@@ -403,11 +415,15 @@ NOT_KERNELS = {"set_num_threads", "get_num_threads", "build_info", "gradcheck",
 
 
 def cases(kernels=KERNELS, per_option=True):
-    """(kernel, options) pairs for pytest.mark.parametrize, ids "name-opt=value..."."""
+    """(kernel, options) pairs for pytest.mark.parametrize, ids "name-opt=value...".
+
+    per_option: True, every combination; "each", every value of each option
+    once; False, the defaults only."""
     import pytest
     out = []
     for k in kernels:
-        sets = k.option_sets() if per_option else [k.default_options()]
+        sets = (k.option_sets() if per_option is True else
+                k.option_sets("each") if per_option == "each" else [k.default_options()])
         for o in sets:
             oid = "-".join(f"{key}={val}" for key, val in o.items())
             out.append(pytest.param(k, o, id=k.name + (f"-{oid}" if oid else "")))
