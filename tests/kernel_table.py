@@ -155,6 +155,12 @@ class Kernel:
         """A call's results as a list (one array, or the tuple's items)."""
         return list(r) if isinstance(r, tuple) else [r]
 
+    def run(self, values, module=None, **extra):
+        """Call and return the results, then the in_place_state arrays as
+        the call left them (an optimizer's param, exp_avg, ...)."""
+        results = self.results_of(self.call(values, module, **extra))
+        return results + [values[n] for n in self.in_place_state]
+
     def reference64(self, values):
         """The NumPy reference on float64 copies of the float arrays: exact to
         float64 rounding, the yardstick of float32 and float64 results."""
@@ -163,7 +169,7 @@ class Kernel:
         up.pop("out", None)
         with np.errstate(all="ignore"):
             return [None if r is None else np.asarray(r, dtype=np.float64)
-                    for r in self.results_of(self.call(up, ref))]
+                    for r in self.run(up, ref)]
 
     def out_buffers(self, values, dtype, fill=7.0, layout=None):
         """Fresh out= buffers (filled with ``fill``) of the results' shapes."""
