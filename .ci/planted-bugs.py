@@ -768,8 +768,9 @@ def main(argv=None):
             print(f"{name:40s} {o:8s} {n:8s}")
             if o == "caught" and n != "caught":
                 worse.append(name)
-        print(f"caught: old {sum(v['verdict'] == 'caught' for v in old.values())}/{len(old)}, "
-              f"new {sum(v['verdict'] == 'caught' for v in new.values())}/{len(new)}")
+        bugs = [n for n in new if n != "none"]
+        print(f"caught: old {sum(old.get(n, {}).get('verdict') == 'caught' for n in bugs)}"
+              f"/{len(bugs)}, new {sum(new[n]['verdict'] == 'caught' for n in bugs)}/{len(bugs)}")
         if worse:
             print("caught by the old suite only:", ", ".join(worse))
         return 1 if worse else 0
