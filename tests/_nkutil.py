@@ -56,6 +56,25 @@ def layout(base, kind):
         out = np.ascontiguousarray(base[rev]).copy()[rev]
         assert all(s <= 0 for s in out.strides) or out.size <= 1
         return out
+    if kind == "T":
+        # the transposed view of a C-ordered array of the transposed shape
+        # (what ``x.T`` of the seed notes' column layout gives)
+        if base.ndim < 2:
+            return base.copy()
+        return np.array(base.T, order="C").T
+    if kind == "odd":
+        # strides that are no multiple of the item size (unaligned): a field
+        # of a packed structured array
+        holder = np.zeros(base.shape, np.dtype([("v", base.dtype), ("pad", "u1")]))
+        view = holder["v"]
+        view[...] = base
+        return view
+    if kind == "unaligned":
+        # the data pointer one byte off the dtype's alignment, C order
+        raw = np.empty(base.nbytes + 1, np.uint8)
+        view = raw[1:].view(base.dtype).reshape(base.shape)
+        view[...] = base
+        return view
     raise AssertionError(kind)
 
 
@@ -156,3 +175,81 @@ def rand_probs(rng, shape, dtype, axis=-1):
     z = rng.standard_normal(shape) * 2
     z = np.exp(z - z.max(axis=axis, keepdims=True))
     return (z / z.sum(axis=axis, keepdims=True)).astype(dtype)
+
+
+def names_in(msg, *words):
+    """Each word occurs in msg as a whole word (an argument's name)."""
+    import re
+    for word in words:
+        pattern = r"(?<![A-Za-z0-9_])" + re.escape(str(word)) + r"(?![A-Za-z0-9_])"
+        assert re.search(pattern, msg), f"{word!r} not named in: {msg!r}"
+
+
+def has_torch():
+    import importlib.util
+    return importlib.util.find_spec("torch") is not None
+
+
+# ------------------------------------------------- dense: rounding bounds
+def f64(a):
+    return None if a is None else np.asarray(a, dtype=np.float64)
+
+
+def forward_bound(x, w, b, dtype, expected):
+    """Rounding bound of g(x @ w.T + b) computed in ``dtype``.
+
+    The dot products of length K carry at most ~K·eps·(|x|@|w|.T) (plus one
+    rounding for the bias); the activation is 1-Lipschitz and adds a few
+    ulp of its result.  Factor 2: the float64 reference rounds too.
+    """
+    eps = EPS[np.dtype(dtype)]
+    k = x.shape[1]
+    mag = np.abs(f64(x)) @ np.abs(f64(w)).T
+    if b is not None:
+        mag = mag + np.abs(f64(b))
+    with np.errstate(invalid="ignore"):
+        return (2.0 * (k + 2) * eps * mag + 8.0 * eps * np.abs(expected)
+                + 4.0 * np.finfo(dtype).tiny)
+
+
+def backward_bounds(ga, x, w, a, act, dtype):
+    """Rounding bounds of (grad_w, grad_b, grad_x) computed in ``dtype``.
+
+    grad_z = grad_a ⊙ g'(a) is within a few ulp of |grad_a|·M, M the
+    magnitude of the terms of g'(a) (any reasonable formula); the products
+    and the batch sum of length K add K·eps of the absolute products.
+    """
+    eps = EPS[np.dtype(dtype)]
+    tiny = 4.0 * np.finfo(dtype).tiny
+    ga, x, w = np.abs(f64(ga)), np.abs(f64(x)), np.abs(f64(w))
+    if act is None:
+        m = 1.0
+    else:
+        a = np.abs(f64(a))
+        m = {"sigmoid": a * (1 + a), "tanh": 1 + a * a, "relu": np.ones_like(a)}[act]
+    gz = ga * m
+    n, n_out = ga.shape
+    bw = 2.0 * (n + 6) * eps * (gz.T @ x) + tiny
+    bb = 2.0 * (n + 6) * eps * gz.sum(axis=0) + tiny
+    bx = 2.0 * (n_out + 6) * eps * (gz @ w) + tiny
+    return bw, bb, bx
+
+
+def assert_within(got, expected, bound, what=""):
+    """|got - expected| <= bound elementwise; NaN where expected is NaN;
+    equal infinities allowed.  Reports the worst element."""
+    got = np.asarray(got)
+    assert got.shape == np.shape(expected), (what, got.shape, np.shape(expected))
+    g, e = f64(got), f64(expected)
+    bound = np.broadcast_to(f64(bound), e.shape)
+    with np.errstate(invalid="ignore"):
+        err = np.abs(g - e)
+        ok = (err <= bound) | (g == e) | (np.isnan(g) & np.isnan(e))
+    if not ok.all():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            excess = np.where(ok, 0.0, np.nan_to_num(err / bound, nan=np.inf, posinf=np.inf))
+        i = np.unravel_index(np.argmax(excess), e.shape)
+        raise AssertionError(
+            f"{what}: {int((~ok).sum())} of {ok.size} elements out of the "
+            f"rounding bound; worst at {tuple(int(j) for j in i)}: "
+            f"got {g[i]!r}, expected {e[i]!r}, |err| {err[i]!r}, bound {bound[i]!r}")

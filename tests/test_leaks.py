@@ -1,8 +1,8 @@
 """Repeated calls of every public kernel leave RSS (and input refcounts) flat.
 
-For each computing function of ``nnkernels.__all__`` one iteration makes
-a valid call without ``out=``, a valid call with ``out=`` buffers, and one or
-more calls that must raise (bad dtype / bad shape / bad label / bad option).
+For each kernel of kernel_table.KERNELS one iteration makes valid calls
+(default and other options, with ``out=`` buffers) and calls that must raise
+(bad dtype, bad out= shape, bad option values).
 After a warm-up the resident set size is read from ``/proc/self/statm``, the
 iteration is repeated many times, and the growth must stay far below what
 leaking even a fraction of one of the (64, 256) float64 arrays per iteration
@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import nnkernels as nk
+from kernel_table import KERNELS, NOT_KERNELS
 
 N, C, IN = 64, 256, 128          # batch, classes / features, dense in_features
 WARMUP, ITERS = 200, 2000
@@ -40,213 +41,56 @@ def _rss() -> int:
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def _arrays(seed=0):
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((N, C)).astype(DTYPE)
-    return rng, z
-
-
-def _raises(exc, fn, *args, **kw):
+def _raises(exc, fn):
     def call():
         try:
-            fn(*args, **kw)
+            fn()
         except exc:
             return
-        raise AssertionError(f"{getattr(fn, '__name__', fn)} did not raise "
-                             f"{exc.__name__}")
+        raise AssertionError(f"did not raise {exc}")
     return call
 
 
-# Each builder returns (calls, inputs): calls is a list of zero-argument
-# callables (valid ones and ones asserting the expected exception), inputs
-# the arrays whose refcounts must not grow.  Functions are looked up on the
-# module at build time.
-
-def _unary(name):
-    def build():
-        rng, z = _arrays()
-        fn = getattr(nk, name)
-        out = np.empty_like(z)
-        calls = [
-            lambda: fn(z),
-            lambda: fn(z, out=out),
-            _raises(TypeError, fn, z.astype(np.int32)),            # bad dtype
-            _raises(ValueError, fn, z, out=out[:, :-1]),           # bad out shape
-        ]
-        return calls, [z, out]
-    return build
-
-
-def _backward(name):
-    def build():
-        rng, z = _arrays()
-        a = 1.0 / (1.0 + np.exp(-z))
-        g = rng.standard_normal((N, C)).astype(DTYPE)
-        a32 = a.astype(np.float32)
-        fn = getattr(nk, name)
-        out = np.empty_like(g)
-        calls = [
-            lambda: fn(g, a),
-            lambda: fn(g, a, out=out),
-            _raises(TypeError, fn, g, a32),                        # mixed dtypes
-            _raises(ValueError, fn, g, a[:, :-1]),                 # bad shape
-        ]
-        return calls, [g, a, a32, out]
-    return build
-
-
-def _softmax_like(name):
-    def build():
-        rng, z = _arrays()
-        fn = getattr(nk, name)
-        out = np.empty_like(z)
-        calls = [
-            lambda: fn(z),
-            lambda: fn(z, axis=0),
-            lambda: fn(z, out=out),
-            _raises(TypeError, fn, z.astype(np.int64)),            # bad dtype
-            _raises(ValueError, fn, z, out=out.T),                 # bad out shape
-        ]
-        return calls, [z, out]
-    return build
-
-
-def _softmax_backward():
-    rng, z = _arrays()
-    p = nk.softmax(z)
-    g = rng.standard_normal((N, C)).astype(DTYPE)
-    out = np.empty_like(g)
-    fn = nk.softmax_backward
-    calls = [
-        lambda: fn(g, p),
-        lambda: fn(g, p, out=out),
-        _raises(TypeError, fn, g, p.astype(np.float32)),           # mixed dtypes
-        _raises(ValueError, fn, g, p[:-1]),                        # bad shape
-    ]
-    return calls, [g, p, out]
-
-
-def _cross_entropy(name):
-    def build():
-        rng, z = _arrays()
-        fn = getattr(nk, name)
-        labels = rng.integers(0, C, N)
-        bad_labels = labels.copy()
-        bad_labels[N // 2] = C                                     # out of range
-        probs = nk.softmax(rng.standard_normal((N, C)).astype(DTYPE))
-        weight = rng.random(C).astype(DTYPE)
-        out = np.empty_like(z)
-        calls = [
-            lambda: fn(z, labels),
-            lambda: fn(z, probs, reduction="none"),
-            lambda: fn(z, labels, weight=weight, label_smoothing=0.1,
-                       reduction="sum", out=out),
-            lambda: fn(z, probs, out=out),
-            _raises(ValueError, fn, z, bad_labels),                # bad label
-            _raises(TypeError, fn, z.astype(np.int32), labels),    # bad dtype
-            _raises(ValueError, fn, z, labels[:-1]),               # bad shape
-            _raises(ValueError, fn, z, labels, reduction="avg"),   # bad option
-        ]
-        return calls, [z, labels, bad_labels, probs, weight, out]
-    return build
-
-
-def _elementwise_loss(name):
-    def build():
-        rng, z = _arrays()
-        fn = getattr(nk, name)
-        if name == "binary_cross_entropy":
-            x = 1.0 / (1.0 + np.exp(-z))                            # probs in (0,1)
-            bad = x.copy()
-            bad[3, 5] = 1.5                                        # prob > 1
-            bad_exc = ValueError
-        else:
-            x = z
-            bad = z.astype(np.int32)
-            bad_exc = TypeError
-        t = rng.random((N, C)).astype(DTYPE)
-        out = np.empty_like(x)
-        calls = [
-            lambda: fn(x, t),
-            lambda: fn(x, t, reduction="none"),
-            lambda: fn(x, t, out=out),
-            _raises(bad_exc, fn, bad, t),                          # bad value/dtype
-            _raises(TypeError, fn, x, t.astype(np.float32)),       # mixed dtypes
-            _raises(ValueError, fn, x, t[:, :-1]),                 # bad shape
-        ]
-        return calls, [x, t, bad, out]
-    return build
-
-
-def _dense_forward():
+def build(kernel):
+    """The calls of one leak-check iteration, from the kernel table: a valid
+    call, one with every option at its last value, one with out= buffers,
+    and calls that must raise (a bad dtype, a bad out= shape, each bad
+    option value).  Returns (calls, the arrays whose refcounts must not grow)."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((N, IN)).astype(DTYPE)
-    w = rng.standard_normal((C, IN)).astype(DTYPE)
-    b = rng.standard_normal(C).astype(DTYPE)
-    out = np.empty((N, C), DTYPE)
-    fn = nk.dense_forward
-    calls = [
-        lambda: fn(x, w, b, "relu"),
-        lambda: fn(x, w),
-        lambda: fn(x, w, b, "sigmoid", out=out),
-        _raises(ValueError, fn, x, w[:, :-1], b),                  # bad shape
-        _raises(TypeError, fn, x, w.astype(np.float32), b),        # mixed dtypes
-        _raises(ValueError, fn, x, w, b, "gelu"),                  # bad option
-    ]
-    return calls, [x, w, b, out]
+    shape = LEAK_SHAPES.get(kernel.name, (N, C))
+    values = kernel.make(rng, shape, DTYPE, kernel.default_options())
+    last = {k: v[-1] for k, v in kernel.options.items()}
+    other = kernel.make(rng, shape, DTYPE, last) if kernel.valid_options(last) else values
+    calls = [lambda: kernel.call(values), lambda: kernel.call(other)]
+    arrays = [v for v in list(values.values()) + list(other.values())
+              if isinstance(v, np.ndarray)]
+    if kernel.has_out:
+        out = kernel.out_buffers(values, DTYPE)
+        calls.append(lambda: kernel.call(values, out=out))
+        bad_out = tuple(None if o is None else o[..., :-1] for o in out) \
+            if isinstance(out, tuple) else out[..., :-1]
+        calls.append(_raises(ValueError, lambda: kernel.call(values, out=bad_out)))
+        arrays += [o for o in (out if isinstance(out, tuple) else (out,)) if o is not None]
+    first = kernel.float_inputs[0]
+    bad = dict(values, **{first: values[first].astype(np.int32)})
+    calls.append(_raises(TypeError, lambda: kernel.call(bad)))
+    arrays.append(bad[first])
+    for arg, bad_shape in (kernel.bad_shapes or [(a, (N + 1, C)) for a in
+                                               kernel.float_inputs[1:2]])[:1]:
+        wrong = dict(values, **{arg: np.ones(bad_shape, np.asarray(values[arg]).dtype)})
+        calls.append(_raises(ValueError, lambda wrong=wrong: kernel.call(wrong)))
+    for kwargs, exc, _ in kernel.bad_options[:3]:
+        wrong = dict(values, **kwargs)
+        calls.append(_raises(exc, lambda wrong=wrong: kernel.call(wrong)))
+    return calls, arrays
 
 
-def _dense_backward():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((N, IN)).astype(DTYPE)
-    w = rng.standard_normal((C, IN)).astype(DTYPE)
-    a = np.tanh(rng.standard_normal((N, C))).astype(DTYPE)
-    ga = rng.standard_normal((N, C)).astype(DTYPE)
-    gw, gb, gx = np.empty_like(w), np.empty(C, DTYPE), np.empty_like(x)
-    fn = nk.dense_backward
-    calls = [
-        lambda: fn(ga, x, w, a, "tanh"),
-        lambda: fn(ga, x, w, need_input_grad=False),
-        lambda: fn(ga, x, w, a, "tanh", out=(gw, gb, gx)),
-        lambda: fn(ga, x, w, a, "tanh", accumulate=True, out=(gw, gb, None)),
-        _raises(ValueError, fn, ga[:, :-1], x, w),                 # bad shape
-        _raises(TypeError, fn, ga, x.astype(np.int32), w),         # bad dtype
-        _raises(ValueError, fn, ga, x, w, a, "tanh",
-                out=(gw.T, gb, gx)),                               # bad out shape
-    ]
-    return calls, [x, w, a, ga, gw, gb, gx]
-
-
-BUILDERS = {
-    "sigmoid": _unary("sigmoid"),
-    "relu": _unary("relu"),
-    "sigmoid_backward": _backward("sigmoid_backward"),
-    "tanh_backward": _backward("tanh_backward"),
-    "relu_backward": _backward("relu_backward"),
-    "softmax": _softmax_like("softmax"),
-    "log_softmax": _softmax_like("log_softmax"),
-    "softmax_backward": _softmax_backward,
-    "softmax_cross_entropy": _cross_entropy("softmax_cross_entropy"),
-    "softmax_cross_entropy_backward":
-        _cross_entropy("softmax_cross_entropy_backward"),
-    "sigmoid_binary_cross_entropy":
-        _elementwise_loss("sigmoid_binary_cross_entropy"),
-    "binary_cross_entropy": _elementwise_loss("binary_cross_entropy"),
-    "mse": _elementwise_loss("mse"),
-    "dense_forward": _dense_forward,
-    "dense_backward": _dense_backward,
-}
-
-# Public names that compute nothing worth leak-checking here.
-_NOT_KERNELS = {"set_num_threads", "get_num_threads", "build_info",
-                "gradcheck", "GradcheckResult"}
+# (N, in, out) of the dense layer; the others use (N, C)
+LEAK_SHAPES = {"dense_forward": (N, IN, C), "dense_backward": (N, IN, C)}
 
 
 def test_every_public_kernel_is_covered():
-    kernels = set(nk.__all__) - _NOT_KERNELS
-    assert kernels == set(BUILDERS), (
-        f"leak test out of date: missing {sorted(kernels - set(BUILDERS))}, "
-        f"stale {sorted(set(BUILDERS) - kernels)}")
+    assert set(nk.__all__) - NOT_KERNELS == {k.name for k in KERNELS}
 
 
 @pytest.fixture
@@ -267,9 +111,10 @@ def one_thread():
 @pytest.mark.skipif("-fsanitize" in nk.build_info()["compile_args"],
                     reason="AddressSanitizer's quarantine keeps freed memory resident; "
                            "the plain build runs this test and CI runs valgrind memcheck")
-@pytest.mark.parametrize("name", list(BUILDERS))
-def test_repeated_calls_leave_rss_flat(name, one_thread):
-    calls, inputs = BUILDERS[name]()
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.name)
+def test_repeated_calls_leave_rss_flat(kernel, one_thread):
+    name = kernel.name
+    calls, inputs = build(kernel)
 
     def run(n):
         for _ in range(n):

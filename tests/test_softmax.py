@@ -1,18 +1,19 @@
-"""softmax, log_softmax and softmax_backward along either axis of 2-D arrays."""
+"""softmax, log_softmax and softmax_backward: the numerics specific to them.
+
+Rows summing to one, the default axis and the notes' one-sample-per-column
+layout, logits of ±1e4 (exact, no overflow), NaN confined to its row and
+-inf logits as masks.  Values against the reference, torch and finite
+differences over every axis, layouts, out= and bad inputs are checked for
+every kernel by the concern modules over kernel_table.py.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
-from hypothesis.extra import numpy as hnp
 
 import nnkernels as nk
-import nnkernels.reference as ref
-from _nkutil import (DTYPES, LAYOUTS, SHAPES, assert_close, layout, readonly,
-                     sum_factor,
-                     snapshot, assert_unchanged, tt, tn, torch_module,
-                     rand_logits, rand_probs)
+from _nkutil import DTYPES, SHAPES, assert_close, rand_logits, sum_factor
 
 AXES = [-1, 1, 0, -2]
 
@@ -37,51 +38,17 @@ def exact_softmax_backward(g, p, axis):
 
 
 # ----------------------------------------------------------- vs reference
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("lay", LAYOUTS)
 @pytest.mark.parametrize("axis", AXES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-def test_softmax_and_log_softmax(dtype, axis, lay, shape, threads, rng):
-    base = rand_logits(rng, shape, dtype, scale=4.0)
-    z = layout(base, lay)
-    copies = snapshot(z)
-    p = nk.softmax(z, axis=axis)
-    lp = nk.log_softmax(z, axis=axis)
-    assert_unchanged([z], copies)
-    for r in (p, lp):
-        assert isinstance(r, np.ndarray)
-        assert r.dtype == dtype and r.shape == shape
-    n = shape[axis]
-    assert_close(p, ref.softmax(base.copy(), axis=axis), dtype, n=n)
-    assert_close(p, exact_softmax(base, axis), dtype, n=n)
-    assert_close(p.astype(np.float64).sum(axis=axis),
-                 np.ones(shape[1 - axis % 2]), dtype, rtol=0,
-                 atol=(1e-13 if dtype == np.float64 else 2e-6)
-                 * sum_factor(dtype, n))
-    scale = float(np.abs(base).max()) + 1.0
-    assert_close(lp, ref.log_softmax(base.copy(), axis=axis), dtype,
-                 scale=scale, n=n)
-    assert_close(lp, exact_log_softmax(base, axis), dtype, scale=scale, n=n)
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("lay", LAYOUTS)
-@pytest.mark.parametrize("axis", AXES)
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-def test_softmax_backward(dtype, axis, lay, shape, threads, rng):
-    gbase = rng.standard_normal(shape).astype(dtype)
-    pbase = rand_probs(rng, shape, dtype, axis=axis)
-    g, p = layout(gbase, lay), layout(pbase, lay)
-    copies = snapshot(g, p)
-    got = nk.softmax_backward(g, p, axis=axis)
-    assert_unchanged([g, p], copies)
-    assert got.dtype == dtype and got.shape == shape
-    scale = float(np.abs(gbase).max())
-    n = shape[axis]
-    assert_close(got, ref.softmax_backward(gbase.copy(), pbase.copy(),
-                                           axis=axis), dtype, scale=scale, n=n)
-    assert_close(got, exact_softmax_backward(gbase, pbase, axis), dtype,
-                 scale=scale, n=n)
+def test_probabilities_sum_to_one(dtype, axis, rng):
+    """Each row (column, for axis 0) of a softmax sums to one, to the
+    rounding of a sum of n terms."""
+    for shape in SHAPES:
+        p = nk.softmax(rand_logits(rng, shape, dtype, scale=4.0), axis=axis)
+        n = shape[axis]
+        assert_close(p.astype(np.float64).sum(axis=axis), np.ones(shape[1 - axis % 2]),
+                     dtype, rtol=0,
+                     atol=(1e-13 if dtype == np.float64 else 2e-6) * sum_factor(dtype, n))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
@@ -111,28 +78,6 @@ def test_column_layout_of_the_notes(dtype, threads, rng):
                  exact_softmax_backward(G, p0, 0), dtype, scale=3)
     assert_close(nk.softmax_backward(G, p0, axis=0),
                  nk.softmax_backward(G.T, p0.T, axis=1).T, dtype, scale=3)
-
-
-# ---------------------------------------------------------------- out=
-@pytest.mark.parametrize("lay", LAYOUTS)
-@pytest.mark.parametrize("axis", [-1, 0])
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-def test_out_and_readonly(dtype, axis, lay, threads, rng):
-    shape = (13, 29)
-    base = rand_logits(rng, shape, dtype)
-    z = readonly(layout(base, lay))
-    out = layout(np.full(shape, 5.0, dtype), lay)
-    assert nk.softmax(z, axis=axis, out=out) is out
-    assert_close(out, exact_softmax(base, axis), dtype)
-    out2 = layout(np.full(shape, 5.0, dtype), lay)
-    assert nk.log_softmax(z, axis=axis, out=out2) is out2
-    assert_close(out2, exact_log_softmax(base, axis), dtype, scale=30)
-    g = readonly(layout(rng.standard_normal(shape).astype(dtype), lay))
-    p = readonly(layout(exact_softmax(base, axis).astype(dtype), lay))
-    out3 = layout(np.full(shape, 5.0, dtype), lay)
-    assert nk.softmax_backward(g, p, axis=axis, out=out3) is out3
-    assert_close(out3, exact_softmax_backward(g, p, axis), dtype, scale=5)
-    np.testing.assert_array_equal(z, base)
 
 
 # ------------------------------------------------------ large / non-finite
@@ -201,80 +146,3 @@ def test_minus_inf_logits_are_masked(dtype):
     fin = np.isfinite(z)
     assert_close(p, exact_softmax(z, -1), dtype)
     assert_close(lp[fin], exact_log_softmax(z, -1)[fin], dtype, scale=5)
-
-
-# ------------------------------------------------------------------ torch
-@pytest.mark.parametrize("axis", [-1, 0])
-@pytest.mark.parametrize("lay", ["C", "F", "strided"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-def test_torch_parity(dtype, lay, axis, rng):
-    torch = torch_module()
-    shape = (17, 130)
-    base = rand_logits(rng, shape, dtype, scale=5)
-    base[0, :3] = [1e4, -1e4, 0]
-    base[3, 5] = np.nan
-    z = layout(base, lay)
-    zt = tt(base, requires_grad=True)
-    pt = torch.softmax(zt, dim=axis)
-    assert_close(nk.softmax(z, axis=axis), tn(pt), dtype)
-    assert_close(nk.log_softmax(z, axis=axis),
-                 tn(torch.log_softmax(tt(base), dim=axis)), dtype, scale=2e4)
-    g = rng.standard_normal(shape).astype(dtype)
-    pt.backward(tt(g))
-    got = nk.softmax_backward(layout(g, lay), layout(tn(pt), lay), axis=axis)
-    assert_close(got, tn(zt.grad), dtype, scale=5)
-
-
-# -------------------------------------------------------------- hypothesis
-@given(data=st.data(),
-       shape=hnp.array_shapes(min_dims=2, max_dims=2, max_side=50),
-       axis=st.sampled_from(AXES),
-       spread=st.sampled_from([1.0, 30.0, 1e3]))
-def test_hypothesis_softmax_family(data, shape, axis, spread):
-    z = data.draw(hnp.arrays(np.float64, shape,
-                             elements=st.floats(-spread, spread,
-                                                allow_nan=False)))
-    g = data.draw(hnp.arrays(np.float64, shape,
-                             elements=st.floats(-10, 10, allow_nan=False)))
-    p = nk.softmax(z, axis=axis)
-    assert_close(p, ref.softmax(z, axis=axis), np.float64)
-    assert_close(p, exact_softmax(z, axis), np.float64)
-    assert_close(nk.log_softmax(z, axis=axis), exact_log_softmax(z, axis),
-                 np.float64, scale=2 * spread + 1)
-    assert_close(nk.softmax_backward(g, p, axis=axis),
-                 exact_softmax_backward(g, p, axis), np.float64, scale=10)
-    z32 = z.astype(np.float32)
-    p32 = nk.softmax(z32, axis=axis)
-    assert p32.dtype == np.float32
-    assert_close(p32, exact_softmax(z32, axis), np.float32)
-    assert_close(nk.log_softmax(z32, axis=axis), exact_log_softmax(z32, axis),
-                 np.float32, scale=2 * spread + 1)
-
-
-# --------------------------------------------------------------- gradcheck
-@pytest.mark.parametrize("axis", [-1, 0])
-def test_gradcheck_softmax(axis, rng):
-    w = rng.standard_normal((5, 8))
-    z0 = rng.standard_normal((5, 8)) * 2
-
-    def f(z):
-        p = nk.softmax(z, axis=axis)
-        return float(np.sum(w * p)), nk.softmax_backward(w, p, axis=axis)
-
-    res = nk.gradcheck(f, z0)
-    assert res and res.ok, (res.max_abs_error, res.max_rel_error)
-
-
-@pytest.mark.parametrize("axis", [-1, 0])
-def test_gradcheck_log_softmax(axis, rng):
-    w = rng.standard_normal((5, 8))
-    z0 = rng.standard_normal((5, 8)) * 2
-
-    def f(z):
-        lp = nk.log_softmax(z, axis=axis)
-        p = nk.softmax(z, axis=axis)
-        grad = w - p * np.sum(w, axis=axis, keepdims=True)
-        return float(np.sum(w * lp)), grad
-
-    res = nk.gradcheck(f, z0)
-    assert res and res.ok, (res.max_abs_error, res.max_rel_error)
