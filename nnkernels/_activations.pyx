@@ -193,7 +193,7 @@ def apply_with(int op, cnp.ndarray x, object a, cnp.ndarray out, double p0, doub
     if not same_layout(x, out) or not cnp.PyArray_ISWRITEABLE(out) or not writes_safely(out, x):
         return False
     if op >= SIGMOID_BACKWARD:
-        if not isinstance(a, cnp.ndarray):
+        if type(a) is not cnp.ndarray:     # no subclass (a masked array is refused later)
             return False
         arr_a = <cnp.ndarray>a
         if not same_layout(arr_a, out) or not writes_safely(out, arr_a):

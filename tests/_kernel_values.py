@@ -361,11 +361,19 @@ def make_dense_forward(rng, shape, dtype, opts):
             "activation": opts.get("activation")}
 
 
+# the dense activations whose derivative takes z (dense_backward's z=)
+DENSE_FROM_Z = ("gelu", "gelu_tanh", "silu", "leaky_relu", "elu", "softplus")
+
+
 def make_dense_backward(rng, shape, dtype, opts):
     x, w, _, ga = dense_problem(rng, shape, dtype)
     act = opts.get("activation")
-    v = {"grad_a": ga, "x": x, "w": w, "a": dense_layer_output(rng, act, ga.shape, dtype),
-         "activation": act}
+    if act in DENSE_FROM_Z:
+        v = {"grad_a": ga, "x": x, "w": w, "a": None, "activation": act,
+             "z": (rng.standard_normal(ga.shape) * 2).astype(dtype)}
+    else:
+        v = {"grad_a": ga, "x": x, "w": w, "a": dense_layer_output(rng, act, ga.shape, dtype),
+             "activation": act}
     if not opts.get("need_input_grad", True):
         v["need_input_grad"] = False
     return v
@@ -377,9 +385,18 @@ def _torch_dense(v, grad_a=None):
     b = None if v.get("b") is None else _t(v["b"])
     z = torch.nn.functional.linear(x, w, b)
     z.retain_grad()
-    act = v.get("activation")
-    a = z if act is None else getattr(torch, act)(z)
+    a = dense_activation(torch, v.get("activation"))(z)
     return torch, x, w, z, a
+
+
+def dense_activation(torch, act):
+    """The dense layer's activation by name, as torch computes it."""
+    F = torch.nn.functional
+    if act is None:
+        return lambda z: z
+    if act == "gelu_tanh":
+        return lambda z: F.gelu(z, approximate="tanh")
+    return getattr(torch, act) if act in ("sigmoid", "tanh", "relu") else getattr(F, act)
 
 
 def torch_dense_forward(v, opts):
@@ -391,9 +408,14 @@ def torch_dense_backward(v, opts):
     make is a layer output); the bias gradient is the batch sum of grad_z."""
     torch = _torch()
     act = v.get("activation")
-    ga, a = _t(v["grad_a"]), _t(v["a"])
-    gz = ga * {None: lambda: torch.ones_like(a), "sigmoid": lambda: a * (1 - a),
-               "tanh": lambda: 1 - a * a, "relu": lambda: (a > 0).to(a.dtype)}[act]()
+    if act in DENSE_FROM_Z:          # autograd of g at z
+        z = _t(v["z"], requires_grad=True)
+        dense_activation(torch, act)(z).backward(_t(v["grad_a"]))
+        gz = z.grad
+    else:
+        ga, a = _t(v["grad_a"]), _t(v["a"])
+        gz = ga * {None: lambda: torch.ones_like(a), "sigmoid": lambda: a * (1 - a),
+                   "tanh": lambda: 1 - a * a, "relu": lambda: (a > 0).to(a.dtype)}[act]()
     x, w = _t(v["x"]), _t(v["w"])
     need = v.get("need_input_grad", True)
     return [_n(gz.T @ x), _n(gz.sum(0)), _n(gz @ w) if need else None]
@@ -417,20 +439,25 @@ def fd_dense(rng, opts):
     x = rng.standard_normal((n, n_in))
     w = rng.standard_normal((n_out, n_in))
     b = rng.standard_normal(n_out)
-    if act == "relu":
+    if act in ("relu", "leaky_relu", "elu"):
         b = _away_from_kink(x, w, b)
     r = rng.standard_normal((n, n_out))
 
+    def grads(xv, wv, bv):
+        z = np.empty((n, n_out))
+        a = nk.dense_forward(xv, wv, bv, act, z_out=z)
+        return float(np.sum(r * a)), nk.dense_backward(r, xv, wv, a, act, z=z)
+
     def f_x(v):
-        a = nk.dense_forward(v, w, b, act)
-        return float(np.sum(r * a)), nk.dense_backward(r, v, w, a, act)[2]
+        loss, g = grads(v, w, b)
+        return loss, g[2]
 
     def f_w(v):
-        a = nk.dense_forward(x, v, b, act)
-        return float(np.sum(r * a)), nk.dense_backward(r, x, v, a, act)[0]
+        loss, g = grads(x, v, b)
+        return loss, g[0]
 
     def f_b(v):
-        a = nk.dense_forward(x, w, v, act)
-        return float(np.sum(r * a)), nk.dense_backward(r, x, w, a, act)[1]
+        loss, g = grads(x, w, v)
+        return loss, g[1]
 
     return [("x", f_x, x), ("w", f_w, w), ("b", f_b, b)]

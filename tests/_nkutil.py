@@ -212,7 +212,7 @@ def forward_bound(x, w, b, dtype, expected):
                 + 4.0 * np.finfo(dtype).tiny)
 
 
-def backward_bounds(ga, x, w, a, act, dtype):
+def backward_bounds(ga, x, w, a, act, dtype, z=None):
     """Rounding bounds of (grad_w, grad_b, grad_x) computed in ``dtype``.
 
     grad_z = grad_a ⊙ g'(a) is within a few ulp of |grad_a|·M, M the
@@ -224,6 +224,11 @@ def backward_bounds(ga, x, w, a, act, dtype):
     ga, x, w = np.abs(f64(ga)), np.abs(f64(x)), np.abs(f64(w))
     if act is None:
         m = 1.0
+    elif a is None:
+        # an activation whose derivative takes z: its terms are at most
+        # about 1 + |z| (gelu's Φ + z φ, silu's σ(1 + z(1 − σ)), ...), each a
+        # few dozen ulp in the worst cases
+        m = 32.0 * (1.0 + np.abs(f64(z)))
     else:
         a = np.abs(f64(a))
         m = {"sigmoid": a * (1 + a), "tanh": 1 + a * a, "relu": np.ones_like(a)}[act]

@@ -76,6 +76,8 @@ import nnkernels as nk
 import nnkernels.reference as ref
 from _nkutil import assert_close, assert_within, backward_bounds, f64, forward_bound
 import _kernel_values as kv
+import _optimizer_values as ov
+import _z_activation_values as zv
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,12 @@ class Kernel:
         """A call's results as a list (one array, or the tuple's items)."""
         return list(r) if isinstance(r, tuple) else [r]
 
+    def fresh(self, values):
+        """``values`` with copies of the in_place_state arrays (same order in
+        memory), so that repeated calls start from the same state."""
+        return {n: np.copy(v, order="K") if n in self.in_place_state and
+                isinstance(v, np.ndarray) else v for n, v in values.items()}
+
     def run(self, values, module=None, **extra):
         """Call and return the results, then the in_place_state arrays as
         the call left them (an optimizer's param, exp_avg, ...)."""
@@ -230,7 +238,7 @@ def dense_forward_check(got, expected, v, dtype, opts, **override):
 def dense_backward_check(got, expected, v, dtype, opts, **override):
     _check_types(got, expected, dtype, False)
     bounds = backward_bounds(v["grad_a"], v["x"], v["w"], v.get("a"), v.get("activation"),
-                             dtype)
+                             dtype, v.get("z"))
     for name, g, e, bnd in zip(("grad_w", "grad_b", "grad_x"), got, expected, bounds):
         if e is not None:
             assert_within(g, e, bnd, name)
@@ -248,6 +256,12 @@ def _elementwise_tol(values, dtype, opts, i):
 
 def _backward_tol(values, dtype, opts, i):
     return dict(scale=max(1.0, _max(values["grad"])))
+
+
+def _optimizer_tol(values, dtype, opts, i):
+    # a step moves param by about lr; Adam's m / sqrt(v) can be large where v is small
+    return dict(scale=max(1.0, _max(values["param"]), _max(values["grad"])),
+                rtol=None if dtype == np.float64 else 2e-5)
 
 
 def _softmax_tol(values, dtype, opts, i):
@@ -296,7 +310,8 @@ LOSS_SHAPES = ((1,), (1, 1), (17,), (1, 7), (5, 1), (3, 17), (33, 1000), (64, 10
 DENSE_SHAPES = ((1, 1, 1), (1, 7, 3), (5, 1, 4), (6, 3, 1), (17, 33, 9), (33, 257, 65),
                 (410, 20, 170))
 REDUCTIONS = ["mean", "sum", "none"]
-ACTIVATIONS = [None, "sigmoid", "tanh", "relu"]
+ACTIVATIONS = [None, "sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "silu", "leaky_relu",
+               "elu", "softplus"]
 BAD_REDUCTIONS = tuple(({"reduction": r}, ValueError, "reduction")
                        for r in ("Mean", "SUM", "None", "avg", "", "mean "))
 BAD_AXES = tuple(({"axis": a}, ValueError, "axis") for a in (2, -3, 5, -100)) + \
@@ -321,6 +336,40 @@ def _backward_entry(name):
         (513, 521), ("grad_z",), close_check(_backward_tol), elementwise=True,
         torch=kv.torch_activation(name), fd=kv.fd_activation(name),
         thread_exact=lambda o: (True,), fuzz="elementwise_cases")
+
+
+def _z_activation_entry(name):
+    """tanh, and the activations whose backward takes z (options by keyword)."""
+    act = name[: -len("_backward")] if name.endswith("_backward") else name
+    backward = act != name
+    pos = ("grad", "z") if backward else ("z",)
+    make = zv.make_z_backward(name) if backward else zv.make_z_forward(name)
+    return Kernel(
+        name, pos, make, pos, ACT_SHAPES, (4, 5), (513, 521),
+        ("grad_z",) if backward else ("a",),
+        close_check(_backward_tol if backward else _elementwise_tol),
+        options=zv.Z_ACTIVATIONS.get(act, {}), elementwise=True,
+        torch=zv.torch_z_activation(name), fd=zv.fd_z_activation(name),
+        thread_exact=lambda o: (True,),
+        bad_options=zv.bad_z_options(name) if act != "tanh" else (),
+        fuzz="elementwise_cases")
+
+
+def _optimizer_entry(name):
+    sgd = name == "sgd_update"
+    state = ov.SGD_STATE if sgd else ov.ADAM_STATE
+    pos = ("param", "grad") if sgd else ("param", "grad", "exp_avg", "exp_avg_sq")
+    return Kernel(
+        name, pos, ov.make_sgd if sgd else ov.make_adam,
+        pos + state[1:], ACT_SHAPES, (4, 5), (513, 521), ("param",),
+        close_check(_optimizer_tol), options=ov.SGD_OPTIONS if sgd else ov.ADAM_OPTIONS,
+        valid_options=ov.sgd_valid if sgd else (lambda o: True), has_out=False,
+        torch=ov.torch_sgd if sgd else ov.torch_adam,
+        # an element's update depends on that element only: any thread count, same bits
+        thread_exact=lambda o: (True,) * (1 + len(state)),
+        bad_options=ov.BAD_SGD_OPTIONS if sgd else ov.BAD_ADAM_OPTIONS,
+        bad_shapes=tuple((arg, (5, 4)) for arg in pos[1:]),
+        in_place_state=state)
 
 
 def _softmax_entry(name, tol):
@@ -384,6 +433,9 @@ KERNELS = [
     _backward_entry("sigmoid_backward"),
     _backward_entry("tanh_backward"),
     _backward_entry("relu_backward"),
+    _z_activation_entry("tanh"),
+    *[_z_activation_entry(f"{act}{suffix}") for act in zv.Z_ACTIVATIONS
+      for suffix in ("", "_backward")],
     _softmax_entry("softmax", _softmax_tol),
     _softmax_entry("log_softmax", _log_softmax_tol),
     _softmax_entry("softmax_backward", _softmax_backward_tol),
@@ -401,7 +453,7 @@ KERNELS = [
                        ("b", (6,)), ("b", (4,)), ("b", (1, 5)), ("b", (5, 1)), ("b", ())),
            fuzz="dense_forward_cases", messages_show_shapes=False),
     Kernel("dense_backward", ("grad_a", "x", "w", "a", "activation"), kv.make_dense_backward,
-           ("grad_a", "x", "w", "a"), DENSE_SHAPES, (4, 3, 5), (520, 40, 160),
+           ("grad_a", "x", "w", "a", "z"), DENSE_SHAPES, (4, 3, 5), (520, 40, 160),
            ("grad_w", "grad_b", "grad_x"), dense_backward_check,
            options={"activation": ACTIVATIONS, "need_input_grad": [True, False]},
            out_results=(0, 1, 2), torch=kv.torch_dense_backward, fd=kv.fd_dense,
@@ -409,8 +461,10 @@ KERNELS = [
            bad_shapes=(("x", (4,)), ("x", (4, 4)), ("x", (3, 3)), ("w", (5, 4)), ("w", (5,)),
                        ("w", (4, 3)), ("grad_a", (4, 4)), ("grad_a", (5, 5)),
                        ("grad_a", (20,)), ("grad_a", (5, 4)), ("a", (4, 4)), ("a", (5, 4)),
-                       ("a", (20,))),
+                       ("a", (20,)), ("z", (4, 4)), ("z", (5, 4)), ("z", (20,))),
            fuzz="dense_backward_cases", messages_show_shapes=False),
+    _optimizer_entry("sgd_update"),
+    _optimizer_entry("adam_update"),
 ]
 BY_NAME = {k.name: k for k in KERNELS}
 IDS = [k.name for k in KERNELS]

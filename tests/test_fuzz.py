@@ -83,7 +83,9 @@ def test_fuzz(kernel, data, _dense_scratch_warm):
 
 
 def test_every_kernel_is_fuzzed():
-    assert [k.name for k in FUZZED] == [k.name for k in KERNELS]
+    # the in-place optimizer updates change their inputs, which this suite's
+    # check refuses; test_optim covers their layouts, overlaps and bad inputs
+    assert [k.name for k in FUZZED] == [k.name for k in KERNELS if not k.in_place_state]
 
 
 # ======================================================== set_num_threads

@@ -46,7 +46,7 @@ def test_every_layout_gives_the_reference_values(kernel, opts, dtype, lay, rng):
         values = laid_out(base, lambda n: lay)
         names = kernel.unchanged_inputs(values)
         copies = snapshot(*(values[n] for n in names))
-        got = kernel.results_of(kernel.call(values))
+        got = kernel.run(values)
         kernel.check(got, kernel.reference64(base), base, dtype, opts)
         assert_unchanged([values[n] for n in names], copies)
         for r in got:               # fresh results: no memory shared with an input
@@ -70,7 +70,7 @@ def test_mixed_layouts_and_out_layout(kernel, opts, dtype, rotation, rng):
                 (rotation + len(order)) % len(LAYOUTS)])
         names = kernel.unchanged_inputs(values)
         copies = snapshot(*(values[n] for n in names))
-        got = kernel.results_of(kernel.call(values, **extra))
+        got = kernel.run(values, **extra)
         kernel.check(got, kernel.reference64(base), base, dtype, opts)
         assert_unchanged([values[n] for n in names], copies)
         if extra:

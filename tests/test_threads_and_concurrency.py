@@ -84,7 +84,7 @@ def test_results_do_not_depend_on_the_thread_count(kernel, opts, dtype, lay, rng
     base = kernel.make(rng, kernel.threaded_shape, dtype, opts)
     values = {n: layout(v, lay) if isinstance(v, np.ndarray) and v.ndim == 2 else v
               for n, v in base.items()}
-    runs = {t: kernel.results_of(run_at(t, lambda: kernel.call(values))) for t in (1, 2, 3)}
+    runs = {t: run_at(t, lambda: kernel.run(kernel.fresh(values))) for t in (1, 2, 3)}
     exact = kernel.thread_exact(opts)
     n = max(kernel.threaded_shape)
     rtol = (1e-13 if dtype == np.float64 else 2e-6) * sum_factor(dtype, n)
@@ -126,7 +126,7 @@ def test_concurrent_calls_equal_serial_calls(kernel, opts, threads):
         if i % 4 == 3 and kernel.name != "binary_cross_entropy":
             first.flat[rng.integers(0, first.size, 3)] = np.nan
         data.append(v)
-    serial = [_snap(kernel.results_of(kernel.call(v))) for v in data]
+    serial = [_snap(kernel.run(kernel.fresh(v))) for v in data]
     assert not all(np.array_equal(a, b, equal_nan=True)
                    for a, b in zip(serial[0], serial[2]) if a is not None)
     tasks = [i for _ in range(3) for i in range(len(data))]
@@ -140,7 +140,7 @@ def test_concurrent_calls_equal_serial_calls(kernel, opts, threads):
             started.add(threading.get_ident())
         if first:          # line the workers up so their first calls overlap
             start.wait(timeout=30)
-        return i, _snap(kernel.results_of(kernel.call(data[i])))
+        return i, _snap(kernel.run(kernel.fresh(data[i])))
 
     with ThreadPoolExecutor(4) as ex:
         results = list(ex.map(work, tasks))

@@ -39,14 +39,16 @@ def test_matches_float64_reference(kernel, opts, dtype, threads, rng):
 def test_defaults_equal_explicit_defaults(kernel, dtype, rng):
     """Omitting an option is passing its documented default: same bits."""
     values = kernel.make(rng, kernel.small_shape, np.dtype(dtype), kernel.default_options())
-    explicit = kernel.results_of(kernel.call(values))
-    args, kwargs = kernel.split(values)
+    explicit = kernel.run(kernel.fresh(values))
+    args, kwargs = kernel.split(kernel.fresh(values))
     import inspect
     sig = inspect.signature(kernel.fn)
     implicit_kw = {k: v for k, v in kwargs.items()
                    if not (k in sig.parameters and sig.parameters[k].default is not
                            inspect.Parameter.empty and _same(sig.parameters[k].default, v))}
-    implicit = kernel.results_of(kernel.fn(*args, **implicit_kw))
+    implicit = kernel.results_of(kernel.fn(*args, **implicit_kw)) + [
+        kwargs.get(n, args[kernel.positional.index(n)] if n in kernel.positional else None)
+        for n in kernel.in_place_state]
     for e, i in zip(explicit, implicit):
         if e is None:
             assert i is None
