@@ -20,7 +20,7 @@ nk.softmax_cross_entropy(z, labels, reduction="batchmean")  # E  an unknown redu
 nk.softmax(z, axes=0)  # E  a wrong keyword
 nk.sigmoid_binary_cross_entropy(z, z, posweight=None)  # E  a wrong keyword
 nk.softmax_cross_entropy(z, labels, 0)  # E  axis is keyword-only
-nk.dense_forward(z, w, None, "gelu")  # E  an unknown activation
+nk.dense_forward(z, w, None, "swish")  # E  an unknown activation
 nk.set_num_threads("4")  # E  a str for the thread count
 grad_w, grad_b = nk.dense_backward(np.zeros((4, 2)), z, w)  # E  three results, not two
 nk.dense_backward(np.zeros((4, 2)), z, w)[2].sum()  # E  grad_x may be None
