@@ -167,13 +167,8 @@ cdef bint writes_safely(cnp.ndarray out, cnp.ndarray x):
     return o == p or o + cnp.PyArray_NBYTES(out) <= p or p + cnp.PyArray_NBYTES(x) <= o
 
 
-def apply(int op, cnp.ndarray x, object a, cnp.ndarray out, int n_threads):
-    """apply_with(op, x, a, out, 0, 0, n_threads): the ops without options."""
-    return apply_with(op, x, a, out, 0.0, 0.0, n_threads)
-
-
-def apply_with(int op, cnp.ndarray x, object a, cnp.ndarray out, double p0, double p1,
-               int n_threads):
+def apply(int op, cnp.ndarray x, object a, cnp.ndarray out, double p0, double p1,
+          int n_threads):
     """out = op(x[, a]; p0, p1) when the operands are simple; returns whether it ran.
 
     p0 and p1 are the op's options (see Op), rounded to the arrays' dtype.

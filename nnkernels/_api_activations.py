@@ -20,9 +20,9 @@ def _map(op, x, x_name, a, a_name, out, p0=0.0, p1=0.0):
         # the common call: the kernel's entry checks it in C and runs it
         o = np.empty_like(x) if out is None else out
         if type(o) is np.ndarray and (
-                _act.apply_with(op, x, a, o, p0, p1, _dispatch._num_threads)
+                _act.apply(op, x, a, o, p0, p1, _dispatch._num_threads)
                 if x.size < _THREADS_FROM
-                else _team.threaded_call(("act", op), x.size, _THREADS_FROM, _act.apply_with,
+                else _team.threaded_call(("act", op), x.size, _THREADS_FROM, _act.apply,
                                          op, x, a, o, p0, p1)):
             return o
     return _map_checked(op, x, x_name, a, a_name, out, p0, p1)
@@ -37,7 +37,7 @@ def _map_checked(op, x, x_name, a, a_name, out, p0, p1):
         v.same_shape(x_name, x, a_name, a)
     out = v.output(out, x.shape, x.dtype)
     result = np.empty(x.shape, x.dtype)
-    ran = _team.threaded_call(("act", op), x.size, _THREADS_FROM, _act.apply_with, op,
+    ran = _team.threaded_call(("act", op), x.size, _THREADS_FROM, _act.apply, op,
                               layout.c_contiguous(x),
                               None if a is None else layout.c_contiguous(a), result, p0, p1)
     if not ran:

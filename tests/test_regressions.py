@@ -257,7 +257,7 @@ def test_regression_misaligned_array_refused_at_the_kernel_entry():
     # the element-wise fast path declines (returns False) and leaves the work
     # to the checked path, which copies
     assert _dispatch.activations.apply(_dispatch.activations.Op.SIGMOID, z, None,
-                                       np.empty((3, 4)), 1) is False
+                                       np.empty((3, 4)), 0.0, 0.0, 1) is False
 
 
 # found (long run): an infinite class weight on a row's max class with label
