@@ -18,6 +18,7 @@ element is read before it is written.
 """
 
 cimport numpy as cnp
+from nnkernels._entry cimport plain_array, same_dims, same_order, apart
 from cython cimport floating
 from cython.parallel cimport prange
 
@@ -144,27 +145,16 @@ cdef void map_all(
 
 
 cdef bint same_layout(cnp.ndarray x, cnp.ndarray y):
-    """Same dtype (machine byte order, aligned) and shape, and element i at
-    the same place in both."""
-    cdef int d
-    if cnp.PyArray_TYPE(x) != cnp.PyArray_TYPE(y) or cnp.PyArray_NDIM(x) != cnp.PyArray_NDIM(y):
-        return False
-    if not cnp.PyArray_ISNOTSWAPPED(x) or not cnp.PyArray_ISNOTSWAPPED(y):
-        return False
-    if not cnp.PyArray_ISALIGNED(x) or not cnp.PyArray_ISALIGNED(y):
-        return False
-    for d in range(cnp.PyArray_NDIM(x)):
-        if cnp.PyArray_DIM(x, d) != cnp.PyArray_DIM(y, d):
-            return False
-    return ((cnp.PyArray_IS_C_CONTIGUOUS(x) and cnp.PyArray_IS_C_CONTIGUOUS(y))
-            or (cnp.PyArray_IS_F_CONTIGUOUS(x) and cnp.PyArray_IS_F_CONTIGUOUS(y)))
+    """Both plain contiguous arrays of one dtype and shape, element i at the
+    same place in both."""
+    cdef int typenum = cnp.PyArray_TYPE(x), nd = cnp.PyArray_NDIM(x)
+    return (plain_array(x, typenum, nd) and plain_array(y, typenum, nd)
+            and same_dims(x, y) and same_order(x, y))
 
 
 cdef bint writes_safely(cnp.ndarray out, cnp.ndarray x):
     """out is x's very memory (in place, element by element) or apart from it."""
-    cdef char* o = <char*>cnp.PyArray_DATA(out)
-    cdef char* p = <char*>cnp.PyArray_DATA(x)
-    return o == p or o + cnp.PyArray_NBYTES(out) <= p or p + cnp.PyArray_NBYTES(x) <= o
+    return cnp.PyArray_DATA(out) == cnp.PyArray_DATA(x) or apart(out, x)
 
 
 def apply(int op, cnp.ndarray x, object a, cnp.ndarray out, double p0, double p1,

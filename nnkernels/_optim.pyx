@@ -34,6 +34,7 @@ thread count gives the same bits.
 """
 
 cimport numpy as cnp
+from nnkernels._entry cimport plain_array, same_dims, same_order, apart
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt, sqrtf, pow
@@ -263,37 +264,24 @@ cdef bint simple(tuple arrays, Py_ssize_t n_written):
     of one dtype and shape, all C- or all F-contiguous, apart from each other
     in memory; the first n_written writable.  (Contiguous arrays cannot
     overlap themselves.)"""
-    cdef cnp.ndarray first, a
-    cdef int typenum, nd, d
-    cdef bint all_c = True, all_f = True
-    cdef Py_ssize_t k, j, nbytes
-    cdef char* lo
-    cdef char* lo2
-    for k in range(len(arrays)):
-        if type(arrays[k]) is not cnp.ndarray:
-            return False
+    cdef cnp.ndarray first
+    cdef int typenum, nd
+    cdef Py_ssize_t k, j
+    if type(arrays[0]) is not cnp.ndarray:
+        return False
     first = arrays[0]
-    typenum, nd, nbytes = cnp.PyArray_TYPE(first), cnp.PyArray_NDIM(first), cnp.PyArray_NBYTES(first)
+    typenum, nd = cnp.PyArray_TYPE(first), cnp.PyArray_NDIM(first)
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
         return False
     for k in range(len(arrays)):
-        a = arrays[k]
-        if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != nd
-                or not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_ISALIGNED(a)
-                or (k < n_written and not cnp.PyArray_ISWRITEABLE(a))):
+        if not plain_array(arrays[k], typenum, nd):
             return False
-        for d in range(nd):
-            if cnp.PyArray_DIM(a, d) != cnp.PyArray_DIM(first, d):
-                return False
-        all_c = all_c and cnp.PyArray_IS_C_CONTIGUOUS(a)
-        all_f = all_f and cnp.PyArray_IS_F_CONTIGUOUS(a)
-    if not (all_c or all_f):
-        return False
-    for k in range(len(arrays)):        # contiguous: each is [data, data + nbytes)
-        lo = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrays[k])
+        if (not same_dims(<cnp.ndarray>arrays[k], first)
+                or not same_order(<cnp.ndarray>arrays[k], first)
+                or (k < n_written and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>arrays[k]))):
+            return False
         for j in range(k):
-            lo2 = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrays[j])
-            if lo < lo2 + nbytes and lo2 < lo + nbytes:
+            if not apart(<cnp.ndarray>arrays[k], <cnp.ndarray>arrays[j]):
                 return False
     return True
 
