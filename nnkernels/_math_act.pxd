@@ -31,6 +31,11 @@ cdef extern from *:
        t**1, ... from docs/derivations/derive_phi_tail.py (a Chebyshev interpolant, at
        40 digits, of H(t) = (y + 3) e**(y²/2) Φ(-y), t = (y - 3)/(y + 3)),
        degree 10 for float32 and 26 for float64. */
+    /* The float32 tanh-gelu's scale, 2**100 and 2**-100, and -200 ln2, below
+       which its scaled exp gives 0 (see exp_nonpos_f_scaled). */
+    static const float NNK_GELU_TANH_SCALE = 1.2676506002282294e30f;
+    static const float NNK_GELU_TANH_UNSCALE = 7.888609052210118e-31f;
+    static const double NNK_GELU_TANH_ZERO_ARG = -138.62943611198907;
     static inline float nnk_phi_tail_poly_f(float t) {
         return 0.729083690133373f + t * (-0.5093321493606526f + t *
             (0.23001759296691598f + t * (-0.04725967335772377f + t *
@@ -58,6 +63,9 @@ cdef extern from *:
     """
     float nnk_phi_tail_poly_f(float t) noexcept nogil
     double nnk_phi_tail_poly_d(double t) noexcept nogil
+    const float NNK_GELU_TANH_SCALE, NNK_GELU_TANH_UNSCALE
+    const double NNK_GELU_TANH_ZERO_ARG
+
 
 
 # e**(-y²/2) for 0 <= y <= Y_MAX, as accurate as exp_nonpos --------------------
@@ -168,48 +176,56 @@ cdef inline floating gelu_grad(floating grad, floating z) noexcept nogil:
 # Where s s⁻ is 0 the second term is 0 (z² may overflow); z - z adds NaN at
 # ±∞ as PyTorch's ∞ · 0 does.
 #
-# float32: u and the exp's reduction are formed in float64 (exp_nonpos_f_of),
-# the rest in float32: u's rounding error, times |2u| (up to 104) in σ(2u)'s
-# relative error, would cost up to ~180 ulp of the tail in float32 alone.
+# float32: u and the exp's reduction are formed in float64 (exp_nonpos_f_scaled),
+# the rest in float32: u's rounding error, times |2u| (up to ~140) in σ(2u)'s
+# relative error, would cost up to ~240 ulp of the tail in float32 alone.
 # float64 keeps that error (docs/guarantees.md).
-cdef inline float exp_nonpos_f_of(double x) noexcept nogil:
-    """e**x for x <= 0 given in float64, to float32: exp_nonpos with the
-    reduction x = n ln2 + r done in float64, then r and n (a small integer,
-    exact) rounded to float32 for the rest."""
+# For z << 0, s is a float32 subnormal below 2u ≈ -87 and 0 below 2u ≈ -104,
+# while g' ≈ s·z·2√(2/π)(1 + 3·0.044715 z²) is some 250 times larger: g'
+# would inherit s's absolute rounding. So where 2u < 0 float32 carries s,
+# s s⁻ and their sum scaled by 2**100 (exact: a power of two) and scales back
+# once, where the one rounding to a subnormal happens.
+cdef inline float exp_nonpos_f_scaled(double x) noexcept nogil:
+    """e**x · 2**100 for x <= 0 given in float64, to float32: the reduction
+    x = n ln2 + r in float64, then r and n (a small integer, exact) rounded to
+    float32; 0 where e**x < 2**-200, far below any float32 result it feeds."""
     cdef float zero = 0, one = 1, shifter_f = 12582912.0      # 1.5 * 2**23
     cdef double shifter = 6755399441055744.0                  # 1.5 * 2**52
     cdef double nf = (x * NNK_LOG2E + shifter) - shifter      # round(x / ln2)
     cdef float r = <float>((x - nf * NNK_LN2_HI) - nf * NNK_LN2_LO)
-    nf = nf if nf > -151 else -151          # only matters where the result is 0 anyway
+    nf = nf if nf > -200 else -200          # only matters where the result is 0 anyway
     cdef int32_t n = nnk_shifted_int_f(<float>nf + shifter_f, shifter_f)
     n = n if n < 0 else 0
-    cdef float p = ((one + expm1_taylor(r)) * pow2_like(r, n + 64)
-                    * <float>5.421010862427522e-20)      # 2**-64
-    return zero if x < NNK_EXP_ZERO_ARG_F else p
+    cdef float p = (one + expm1_taylor(r)) * pow2_like(r, n + 100)
+    return zero if x < NNK_GELU_TANH_ZERO_ARG else p
 
-cdef inline void gelu_tanh_pair(floating z, floating* s, floating* s_neg) noexcept nogil:
-    cdef floating zero = 0, one = 1, e, r, er
+cdef inline floating gelu_tanh_pair(floating z, floating* s, floating* s_neg) noexcept nogil:
+    """s = σ(2u) and s⁻ = σ(-2u); returns the factor that unscales s: where
+    2u < 0, float32's s comes scaled by 2**100 and the factor is 2**-100."""
+    cdef floating one = 1, e_scaled, e, r
     cdef double zd = z, v = 1.5957691216057308 * zd * (1 + 0.044715 * zd * zd)    # 2u
     if floating is float:
-        e = exp_nonpos_f_of(v if v < 0 else -v)       # e**-|2u|, as sigmoid_pair
+        e_scaled = exp_nonpos_f_scaled(v if v < 0 else -v)  # e**-|2u|, as sigmoid_pair
+        e = e_scaled * NNK_GELU_TANH_UNSCALE
         r = one / (one + e)
-        er = e * r
-        s[0] = r if v >= 0 else er
-        s_neg[0] = er if v >= 0 else r
+        s[0] = r if v >= 0 else e_scaled * r
+        s_neg[0] = e * r if v >= 0 else r
+        return one if v >= 0 else NNK_GELU_TANH_UNSCALE
     else:
         sigmoid_pair(v, s, s_neg)
+        return one
 
 cdef inline floating gelu_tanh_of(floating z) noexcept nogil:
-    cdef floating s, s_neg
-    gelu_tanh_pair(z, &s, &s_neg)
-    return z * s
+    cdef floating s, s_neg, unscale
+    unscale = gelu_tanh_pair(z, &s, &s_neg)
+    return (z * s) * unscale
 
 cdef inline floating gelu_tanh_grad(floating grad, floating z) noexcept nogil:
-    cdef floating zero = 0, one = 1, s, s_neg, d, term
-    gelu_tanh_pair(z, &s, &s_neg)
-    d = s * s_neg
-    term = d * (z * <floating>1.5957691216057308) * (one + <floating>0.134145 * z * z)
-    return grad * ((s + (zero if d == zero else term)) + (z - z))
+    cdef floating zero = 0, one = 1, s, s_neg, unscale, slope, h
+    unscale = gelu_tanh_pair(z, &s, &s_neg)
+    slope = (z * <floating>1.5957691216057308) * (one + <floating>0.134145 * z * z)
+    h = one + (zero if s_neg == zero else s_neg * slope)
+    return grad * ((zero if s == zero else s * h) * unscale + (z - z))
 
 
 # silu ---------------------------------------------------------------------------

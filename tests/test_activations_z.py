@@ -138,6 +138,36 @@ def test_tails_keep_their_relative_accuracy(name, kw, z, want):
         assert float(got32) == pytest.approx(want, rel=1e-6)
 
 
+def test_float32_gelu_tanh_tail_keeps_its_accuracy_where_sigma_is_subnormal():
+    """Below z ≈ -9.9, σ(2u) is a float32 subnormal (0 below z ≈ -10.9) while
+    gelu-tanh's g' is ~250 times larger: computed from that σ it would carry
+    its absolute rounding (130 ulp).  Against the float64 reference rounded
+    once: a few ulp for normal results, a few smallest subnormals below."""
+    z = np.linspace(-11.5, -9.0, 20001).astype(np.float32)
+    x = z.astype(np.float64)
+    tiny, least = np.finfo(np.float32).tiny, np.finfo(np.float32).smallest_subnormal
+    for got, exact, ulps, leasts in (
+            (nk.gelu_backward(np.ones_like(z), z, approximate="tanh"),
+             ref.gelu_backward(np.ones(z.size), x, approximate="tanh"), 8, 4),
+            (nk.gelu(z, approximate="tanh"), ref.gelu(x, approximate="tanh"), 4, 2)):
+        err = np.abs(got.astype(np.float64) - exact)
+        subnormal = np.abs(exact) < tiny
+        ulp = np.spacing(np.abs(exact[~subnormal]).astype(np.float32)).astype(np.float64)
+        assert np.max(err[~subnormal] / ulp) <= ulps
+        assert np.max(err[subnormal]) <= leasts * least
+
+
+def test_infinite_grad_times_underflowed_slope_is_nan_in_float32():
+    """grad × g'(z) with g' rounded to float32 first, as PyTorch: ±∞ while g'
+    is a float32 number, NaN (∞ · 0) once it underflows (z < -10.9 for the
+    tanh form); the float64 kernel keeps ±∞ down to z ≈ -21."""
+    z = np.array([-10.5, -10.8, -11.5, -13.0], np.float32)
+    for dtype, want in ((np.float32, [-np.inf, -np.inf, np.nan, np.nan]),
+                        (np.float64, [-np.inf] * 4)):
+        got = nk.gelu_backward(np.full(4, np.inf, dtype), z.astype(dtype), approximate="tanh")
+        np.testing.assert_array_equal(got, np.array(want, dtype))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_torch_conventions_at_special_points(dtype):
     one = np.ones(4, dtype)
