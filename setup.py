@@ -41,7 +41,7 @@ KERNEL_SOURCES = ["_activations", "_softmax", "_cross_entropy", "_elementwise_lo
 # set errno (nothing reads it; a negative argument gives NaN either way)
 SOURCE_FLAGS = {"_optim": ["-fno-math-errno"]}
 # compiled once, for the baseline target: they run before any dispatch
-PORTABLE_SOURCES = ["_runtime", "_overlap"]
+PORTABLE_SOURCES = ["_runtime", "_overlap", "_blas"]
 IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 
 # level name -> extra flags for GCC/Clang

@@ -38,6 +38,7 @@ from ._api_losses import sigmoid_binary_cross_entropy, binary_cross_entropy, mse
 from ._api_dense import dense_forward, dense_backward
 from ._api_optim import sgd_update, adam_update
 from ._dispatch import set_num_threads, get_num_threads, build_info
+from ._api_blas import set_blas, get_blas
 from ._gradcheck import gradcheck, GradcheckResult
 
 __all__ = [
@@ -50,6 +51,6 @@ __all__ = [
     "sigmoid_binary_cross_entropy", "binary_cross_entropy", "mse",
     "dense_forward", "dense_backward",
     "sgd_update", "adam_update",
-    "set_num_threads", "get_num_threads", "build_info",
+    "set_num_threads", "get_num_threads", "build_info", "set_blas", "get_blas",
     "gradcheck", "GradcheckResult",
 ]

@@ -105,6 +105,11 @@ def dense_forward(x: FloatArrayLike, w: FloatArrayLike, b: Optional[FloatArrayLi
     (True, True)
     """
     dense = _dispatch.dense()
+    # the common call (C-contiguous arrays, an out buffer given) is checked in C
+    if out is not None and (activation is None or type(activation) is str):
+        g = dense.ACTIVATIONS.get(activation)
+        if g is not None and dense.forward_fast(g, x, w, b, out, z_out) is not None:
+            return out
     x = v.float_array(x, "x")
     w = v.float_array(w, "w")
     named = [("x", x), ("w", w)]
@@ -149,13 +154,15 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
                    a: Optional[FloatArrayLike] = None, activation: Activation = None, *,
                    z: Optional[FloatArrayLike] = None,
                    need_input_grad: bool = True, accumulate: bool = False,
+                   scale: float = 1.0,
                    out: Optional[tuple[Optional[FloatArray], Optional[FloatArray],
                                        Optional[FloatArray]]] = None,
                    ) -> tuple[FloatArray, FloatArray, Optional[FloatArray]]:
     """Backward pass of a dense layer: the gradients (grad_w, grad_b, grad_x).
 
     grad_z and grad_b come from one pass over grad_a, then grad_w and grad_x
-    are BLAS products (gemm's beta = 1 with `accumulate`)::
+    are BLAS products (`scale` is gemm's alpha for grad_w, `accumulate` its
+    beta = 1)::
 
         grad_z = grad_a ⊙ g'(a)       (sigmoid, tanh, relu: from the output a)
         grad_z = grad_a ⊙ g'(z)       (the others: from z = x wᵀ + b; see z_out)
@@ -164,8 +171,13 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
         grad_b = Σ_rows grad_z        (out,)
         grad_x = grad_z w             (N, in)
 
-    The 1/N of a mean lives in the loss gradient, so nothing is scaled here.
-    grad_z is kept in a scratch buffer per Python thread, reused, so with
+    The 1/N of a mean lives in the loss gradient. `scale` and `accumulate`
+    apply to the parameter gradients grad_w and grad_b; grad_x is always the
+    plain input gradient, written into its buffer. So
+    ``out=(w, b, grad_x), accumulate=True, scale=-lr`` is an SGD step done
+    inside the products: w += -lr grad_w and b += -lr grad_b, with grad_x
+    computed from w before it changes, no weight-gradient buffer and no
+    separate pass over w. grad_z is kept in a scratch buffer per Python thread, reused, so with
     `out` buffers a training step allocates nothing.
 
     Parameters
@@ -188,14 +200,19 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
         Whether to compute grad_x; False skips the second product and
         returns None for it (the first layer needs none).
     accumulate : bool, default False
-        Add the gradients into the `out` buffers instead of overwriting them
-        (two calls give the sum of two gradients).
+        Add grad_w and grad_b into their `out` buffers instead of
+        overwriting them (two calls give the sum of two gradients).
+    scale : float, default 1.0
+        The factor of grad_w and grad_b (finite): their buffers receive
+        ``scale * grad``, or have it added with `accumulate`.
     out : tuple of three ndarray or None, optional
         Buffers ``(grad_w, grad_b, grad_x)``, any of them None (then a new
         array is made, zeroed with `accumulate`); each must have its
         result's shape and dtype and be writable. The grad_x buffer is left
         alone when `need_input_grad` is False. One that overlaps an input
-        or another buffer is computed into a temporary first.
+        or another buffer is computed into a temporary first, except `w`
+        itself as the grad_w buffer: it is updated in place, after grad_x
+        has read it.
 
     Returns
     -------
@@ -216,7 +233,8 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
     ValueError
         If `x` or `w` is not 2-D, they disagree on in_features, `grad_a` (or
         `a`, `z`) is not of shape (N, out), `activation` is unknown, `a` or
-        `z` is missing where the activation needs it, a dimension exceeds the BLAS's 32-bit sizes, `out` is
+        `z` is missing where the activation needs it, `scale` is not finite, a
+        dimension exceeds the BLAS's 32-bit sizes, `out` is
         not None nor a triple, or a buffer has the wrong shape or is read-
         only.
     MemoryError
@@ -242,11 +260,29 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
     >>> grad_z = grad_a * a * (1 - a)
     >>> np.allclose(gw, grad_z.T @ x), np.allclose(gx, grad_z @ w)
     (True, True)
-    >>> _, _, gx = nk.dense_backward(grad_a, x, w, a, "sigmoid", need_input_grad=False)
-    >>> gx is None
+    >>> nk.dense_backward(grad_a, x, w, a, "sigmoid", need_input_grad=False)[2] is None
     True
+
+    An SGD step inside the products, the parameters updated in place:
+
+    >>> b = np.zeros(3)
+    >>> w_next = w - 0.1 * gw
+    >>> _, _, gx_step = nk.dense_backward(grad_a, x, w, a, "sigmoid",
+    ...                                   accumulate=True, scale=-0.1, out=(w, b, None))
+    >>> np.allclose(w, w_next), np.allclose(b, -0.1 * gb), np.allclose(gx_step, gx)
+    (True, True, True)
     """
     dense = _dispatch.dense()
+    # the common call (C-contiguous arrays, out buffers given) is checked in C
+    if (type(out) is tuple and (activation is None or type(activation) is str)
+            and type(need_input_grad) is bool and type(accumulate) is bool
+            and type(scale) is float):
+        g = dense.ACTIVATIONS.get(activation)
+        if g is not None:
+            result = dense.backward_fast(g, grad_a, x, w, a, z, need_input_grad, accumulate,
+                                         scale, out, layout.scratch_memory)
+            if result is not None:
+                return result
     grad_a = v.float_array(grad_a, "grad_a")
     x = v.float_array(x, "x")
     w = v.float_array(w, "w")
@@ -260,7 +296,9 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
     v.same_dtype(*named)
     dtype = x.dtype
     g = _activation_code(activation)
+    scale = v.finite_float(scale, "scale")
     x = layout.blas_matrix(x, "x")
+    w_given = w
     w = layout.blas_matrix(w, "w")
     _dense_shapes(x, w)
     (n, n_in), n_out = x.shape, w.shape[0]
@@ -288,25 +326,29 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
         raise ValueError("out must be None or a (grad_w, grad_b, grad_x) triple of arrays "
                          f"or None, got {type(out).__name__}"
                          + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
-    # a fresh result starts from zero when it accumulates
-    fresh = np.zeros if accumulate else np.empty
     results = []
-    for buffer, shape, name in ((out[0], (n_out, n_in), "out[0] (grad_w)"),
-                                (out[1], (n_out,), "out[1] (grad_b)"),
-                                (out[2], (n, n_in), "out[2] (grad_x)")):
+    for buffer, shape, name, accumulates in (
+            (out[0], (n_out, n_in), "out[0] (grad_w)", accumulate),
+            (out[1], (n_out,), "out[1] (grad_b)", accumulate),
+            (out[2], (n, n_in), "out[2] (grad_x)", False)):
         if len(results) == 2 and not need_input_grad:
             results.append(None)
-        elif buffer is None:
-            results.append(fresh(shape, dtype))
+        elif buffer is None:        # a fresh result starts from zero when it accumulates
+            results.append((np.zeros if accumulates else np.empty)(shape, dtype))
         else:
             results.append(v.output(buffer, shape, dtype, name))
     grad_w, grad_b, grad_x = results
+    # the fused SGD step: w as its own gradient's buffer is read (by grad_x's
+    # product) before it is written, so it needs no temporary
+    updates_w = grad_w is w_given and grad_w is w
     inputs = (grad_a, x, w, a)
     work = [None if r is None else
-            layout.work_array(r, inputs + tuple(o for o in results if o is not r), accumulate)
-            for r in results]
+            layout.work_array(r, tuple(i for j, i in enumerate(inputs)
+                                       if not (updates_w and k == 0 and j == 2))
+                              + tuple(o for o in results if o is not r), accumulate and k < 2)
+            for k, r in enumerate(results)]
     scratch = layout.scratch_memory(dense.scratch_bytes(g, grad_a))
-    dense.backward(g, grad_a, x, w, a, work[0], work[1], work[2], scratch, accumulate)
+    dense.backward(g, grad_a, x, w, a, work[0], work[1], work[2], scratch, accumulate, scale)
     for result, where in zip(results, work):
         if where is not result:
             result[...] = where

@@ -74,9 +74,18 @@ def cmd_bench(args):
         if not args.silent:
             print("  " + msg, file=sys.stderr, flush=True)
 
+    providers = None
+    if args.blas:
+        from nnkernels import _blas_providers
+        try:
+            providers = list(dict.fromkeys(_blas_providers.resolve(b) for b in args.blas))
+            for name in providers:
+                _blas_providers.load(name)
+        except ImportError as e:
+            return _fail(str(e))
     res = benchmarks.run_bench(nk, quick=args.quick, dtypes=dtypes,
                                compare_torch=args.compare == "torch",
-                               kernels=args.kernel or None, log=log)
+                               kernels=args.kernel or None, log=log, blas=providers)
     print(benchmarks.format_report(res), flush=True)
 
     if args.json:
@@ -222,6 +231,10 @@ def build_parser():
                    help="call nnkernels.set_num_threads(N) first (default: leave as is)")
     p.add_argument("--kernel", action="append", metavar="NAME",
                    help="only this kernel (repeatable)")
+    p.add_argument("--blas", action="append", metavar="NAME",
+                   choices=["scipy", "mkl", "openblas", "auto"],
+                   help="run the dense and training rows on this BLAS provider "
+                        "(repeatable; default: every installed one)")
     p.add_argument("--silent", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=cmd_bench)
 

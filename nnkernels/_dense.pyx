@@ -6,13 +6,15 @@ Design
 Forward z = x wᵀ + b, a = g(z); backward grad_z = grad_a ⊙ g'(a),
 grad_b = Σ_rows grad_z, grad_w = grad_zᵀ x, grad_x = grad_z w.
 
-The matrix products are gemm calls into the BLAS SciPy ships
-(``scipy.linalg.cython_blas``), never a loop of ours.  BLAS is column-major,
+The matrix products are gemm calls through the provider table of _blas.pxd
+(SciPy's BLAS, MKL or scipy-openblas32), never a loop of ours.  BLAS is column-major,
 and a row-major (C-ordered) matrix is the column-major storage of its
 transpose, so every operand -- C- or F-ordered, or a transposed view of
 either -- reaches gemm as a pointer, a leading dimension and a transpose
 flag, with no copy; a row-major product C = A B is the column-major
-Cᵀ = Bᵀ Aᵀ.  ``accumulate`` is gemm's beta = 1.
+Cᵀ = Bᵀ Aᵀ.  ``accumulate`` is gemm's beta = 1 and ``scale`` its alpha, so
+out=(w, b, ...) with accumulate and scale = -lr is an SGD step done by the
+products themselves: w += -lr grad_zᵀ x, after grad_x = grad_z w has read w.
 
 Around the products there is one element-wise pass each way.  Forward: the
 bias add and g, in place over the product's output.  Backward: grad_z and the
@@ -40,7 +42,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.limits cimport INT_MAX
 from libc.string cimport memset
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from nnkernels._blas cimport GemmTable, gemm_table
 
 from nnkernels._math cimport row_sum
 from nnkernels._math_act cimport (activate, activation_grad, grad_takes_z, IDENTITY, SIGMOID,
@@ -50,7 +52,7 @@ from nnkernels._math_act cimport (activate, activation_grad, grad_takes_z, IDENT
 cnp.import_array()
 
 from nnkernels._math cimport NNK_ISA, NNK_CFLAGS
-from nnkernels._entry cimport require_aligned
+from nnkernels._entry cimport require_aligned, plain_array, apart
 
 ISA = NNK_ISA.decode()
 COMPILE_ARGS = NNK_CFLAGS.decode()
@@ -138,13 +140,13 @@ cdef inline Py_ssize_t line_length(Matrix m) noexcept nogil:
     return m.rows if m.col_major else m.cols
 
 
-# c = a b + beta c; a row-major c through the column-major identity cᵀ = bᵀ aᵀ ------
+# c = alpha a b + beta c; a row-major c through the column-major identity cᵀ = bᵀ aᵀ
 # beta is 0 (overwrite) or 1 (accumulate); its type picks sgemm or dgemm.
-cdef void gemm(Matrix a, Matrix b, floating beta, Matrix c) noexcept nogil:
+cdef void gemm(floating alpha, Matrix a, Matrix b, floating beta, Matrix c) noexcept nogil:
     cdef int m = c.rows, n = c.cols, k = a.cols
-    cdef floating one = 1
     cdef char trans_first, trans_second
     cdef Py_ssize_t i
+    cdef GemmTable* blas = gemm_table()
     if m == 0 or n == 0:
         return
     if k == 0:                        # an empty sum; spelled out, not left to the BLAS
@@ -153,17 +155,17 @@ cdef void gemm(Matrix a, Matrix b, floating beta, Matrix c) noexcept nogil:
                 memset(c.data + i * c.ld * sizeof(floating), 0, line_length(c) * sizeof(floating))
         return
     if not c.col_major:               # cᵀ = bᵀ aᵀ, and cᵀ is column-major
-        gemm(transposed(b), transposed(a), beta, transposed(c))
+        gemm(alpha, transposed(b), transposed(a), beta, transposed(c))
         return
     # c = op(a) op(b), column-major; a row-major operand is stored as its transpose
     trans_first = b'N' if a.col_major else b'T'
     trans_second = b'N' if b.col_major else b'T'
     if floating is float:
-        sgemm(&trans_first, &trans_second, &m, &n, &k, &one, <float*>a.data, &a.ld,
-              <float*>b.data, &b.ld, &beta, <float*>c.data, &c.ld)
+        blas.sgemm(&trans_first, &trans_second, &m, &n, &k, &alpha, <float*>a.data, &a.ld,
+                   <float*>b.data, &b.ld, &beta, <float*>c.data, &c.ld)
     else:
-        dgemm(&trans_first, &trans_second, &m, &n, &k, &one, <double*>a.data, &a.ld,
-              <double*>b.data, &b.ld, &beta, <double*>c.data, &c.ld)
+        blas.dgemm(&trans_first, &trans_second, &m, &n, &k, &alpha, <double*>a.data, &a.ld,
+                   <double*>b.data, &b.ld, &beta, <double*>c.data, &c.ld)
 
 
 # Forward epilogue: z = g(z + b) over one line -----------------------------------
@@ -240,7 +242,7 @@ cdef void forward_kernel(int g,
                          Matrix z,                # OUT (N, out): g(x wᵀ + b), or x wᵀ + b
                          Matrix* a) noexcept nogil:   # OUT (N, out): g(x wᵀ + b), or NULL
     cdef floating zero = 0
-    gemm(x, transposed(w), zero, z)
+    gemm(<floating>1, x, transposed(w), zero, z)
     if g != IDENTITY or bias != NULL or a != NULL:
         bias_activate(g, bias, z, a)
 
@@ -313,6 +315,7 @@ cdef void grad_z_and_bias(int g,
                           Matrix a,               # IN  (N, out)
                           Matrix grad_z,          # OUT (N, out), grad_a's layout
                           floating* grad_b,       # IN/OUT (out,)
+                          floating scale,
                           bint accumulate,
                           double* column_sums) noexcept nogil:   # scratch (out,)
     cdef Py_ssize_t lines = n_lines(grad_a), length = line_length(grad_a)
@@ -326,7 +329,7 @@ cdef void grad_z_and_bias(int g,
                         <floating*>a.data + a_offset(a, grad_a, i), a_step,
                         <floating*>grad_z.data + i * grad_z.ld, NULL, length, g)
             s = row_sum(<floating*>grad_z.data + i * grad_z.ld, length)
-            grad_b[i] = (grad_b[i] + s) if accumulate else s
+            grad_b[i] = (grad_b[i] + scale * s) if accumulate else scale * s
         return
     # lines are rows: they add into per-column sums, kept in double
     memset(column_sums, 0, length * sizeof(double))
@@ -335,7 +338,8 @@ cdef void grad_z_and_bias(int g,
                     <floating*>a.data + a_offset(a, grad_a, i), a_step,
                     <floating*>grad_z.data + i * grad_z.ld, column_sums, length, g)
     for j in range(length):
-        grad_b[j] = <floating>((grad_b[j] + column_sums[j]) if accumulate else column_sums[j])
+        grad_b[j] = <floating>((grad_b[j] + scale * column_sums[j]) if accumulate
+                               else scale * column_sums[j])
 
 
 cdef void backward_kernel(int g,
@@ -348,12 +352,16 @@ cdef void backward_kernel(int g,
                           Matrix grad_w,          # OUT (out, in)
                           floating* grad_b,       # OUT (out,)
                           Matrix* grad_x,         # OUT (N, in), or NULL
+                          floating scale,
                           bint accumulate) noexcept nogil:
+    # scale and accumulate are the parameter gradients' (gemm's alpha and
+    # beta); grad_x is always the plain input gradient, and it reads w before
+    # the product into grad_w may overwrite it (the fused SGD step)
     cdef floating beta = 1 if accumulate else 0
-    grad_z_and_bias(g, grad_a, a, grad_z, grad_b, accumulate, column_sums)
+    grad_z_and_bias(g, grad_a, a, grad_z, grad_b, scale, accumulate, column_sums)
     if grad_x != NULL:
-        gemm(grad_z, w, beta, grad_x[0])
-    gemm(transposed(grad_z), x, beta, grad_w)
+        gemm(<floating>1, grad_z, w, <floating>0, grad_x[0])
+    gemm(scale, transposed(grad_z), x, beta, grad_w)
 
 
 # Entry points -------------------------------------------------------------------------
@@ -395,7 +403,7 @@ def forward(int g, cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray out,
 
 def backward(int g, cnp.ndarray grad_a, cnp.ndarray x, cnp.ndarray w, object a,
              cnp.ndarray grad_w, cnp.ndarray grad_b, object grad_x,
-             cnp.ndarray scratch, bint accumulate):
+             cnp.ndarray scratch, bint accumulate, double scale=1.0):
     """(grad_w, grad_b[, grad_x]) of the layer into the given arrays.
 
     a is the layer output, or its input z for the activations of
@@ -421,8 +429,126 @@ def backward(int g, cnp.ndarray grad_a, cnp.ndarray x, cnp.ndarray w, object a,
     if cnp.PyArray_TYPE(grad_w) == cnp.NPY_FLOAT32:
         with nogil:
             backward_kernel[float](g, ga, mx, mw, ma, gz, <double*>base, gw,
-                                   <float*>cnp.PyArray_DATA(grad_b), gx_ptr, accumulate)
+                                   <float*>cnp.PyArray_DATA(grad_b), gx_ptr, <float>scale,
+                                   accumulate)
     else:
         with nogil:
             backward_kernel[double](g, ga, mx, mw, ma, gz, <double*>base, gw,
-                                    <double*>cnp.PyArray_DATA(grad_b), gx_ptr, accumulate)
+                                    <double*>cnp.PyArray_DATA(grad_b), gx_ptr, scale,
+                                    accumulate)
+
+
+cdef inline bint c_matrix(object m, int typenum, Py_ssize_t rows, Py_ssize_t cols):
+    """m is a plain C-contiguous (rows, cols) array of dtype `typenum`, its
+    sizes within BLAS's 32-bit integers."""
+    cdef cnp.ndarray a
+    if not plain_array(m, typenum, 2):
+        return False
+    a = <cnp.ndarray>m
+    return (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_DIM(a, 0) == rows
+            and cnp.PyArray_DIM(a, 1) == cols and rows <= INT_MAX and cols <= INT_MAX)
+
+
+cdef inline bint c_result(object m, int typenum, Py_ssize_t rows, Py_ssize_t cols):
+    return c_matrix(m, typenum, rows, cols) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>m)
+
+
+cdef inline bint apart_from_all(object buf, tuple others):
+    """buf (contiguous, or None) shares no byte with any array of others."""
+    cdef object other
+    if buf is None:
+        return True
+    for other in others:
+        if other is not None and not apart(<cnp.ndarray>buf, <cnp.ndarray>other):
+            return False
+    return True
+
+
+def backward_fast(int g, object grad_a, object x, object w, object a, object z,
+                  bint need_input_grad, bint accumulate, double scale, tuple out,
+                  object scratch_memory):
+    """The common call, checked in C: C-contiguous 2-D arrays of one float
+    dtype, the one activation input the activation needs, out a triple of
+    C-contiguous writable buffers apart from the inputs and each other (w
+    itself may be the grad_w buffer: the fused SGD step).  Returns the
+    triple, or None (nothing done) for nnkernels._api_dense to validate with
+    its messages.  scratch_memory(nbytes) gives the scratch bytes."""
+    cdef int typenum
+    cdef Py_ssize_t n, n_in, n_out
+    cdef object act_input, ow, ob, ox
+    cdef cnp.ndarray arr
+    if type(x) is not cnp.ndarray or len(out) != 3 or scale - scale != 0:
+        return None
+    arr = <cnp.ndarray>x
+    typenum = cnp.PyArray_TYPE(arr)
+    if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or cnp.PyArray_NDIM(arr) != 2:
+        return None
+    n, n_in = cnp.PyArray_DIM(arr, 0), cnp.PyArray_DIM(arr, 1)
+    if not c_matrix(x, typenum, n, n_in) or type(w) is not cnp.ndarray \
+            or cnp.PyArray_NDIM(<cnp.ndarray>w) != 2:
+        return None
+    n_out = cnp.PyArray_DIM(<cnp.ndarray>w, 0)
+    if not c_matrix(w, typenum, n_out, n_in) or not c_matrix(grad_a, typenum, n, n_out):
+        return None
+    act_input = None
+    if g == IDENTITY:
+        if a is not None or z is not None:
+            return None
+    elif grad_takes_z(g):
+        if a is not None or not c_matrix(z, typenum, n, n_out):
+            return None
+        act_input = z
+    else:
+        if z is not None or not c_matrix(a, typenum, n, n_out):
+            return None
+        act_input = a
+    ow, ob, ox = out
+    if not need_input_grad:
+        ox = None
+    elif not c_result(ox, typenum, n, n_in):
+        return None
+    if not (c_result(ow, typenum, n_out, n_in) and plain_array(ob, typenum, 1)
+            and cnp.PyArray_DIM(<cnp.ndarray>ob, 0) == n_out
+            and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>ob)):
+        return None
+    # every buffer apart from every input and from the other buffers, but w
+    # (the argument) as its own gradient's buffer
+    if not (apart_from_all(ow, (grad_a, x, act_input, ob, ox))
+            and (ow is w or apart(<cnp.ndarray>ow, <cnp.ndarray>w))
+            and apart_from_all(ob, (grad_a, x, w, act_input, ox))
+            and apart_from_all(ox, (grad_a, x, w, act_input))):
+        return None
+    backward(g, <cnp.ndarray>grad_a, arr, <cnp.ndarray>w, act_input, <cnp.ndarray>ow,
+             <cnp.ndarray>ob, ox, scratch_memory(scratch_bytes(g, <cnp.ndarray>grad_a)),
+             accumulate, scale)
+    return ow, ob, ox
+
+
+def forward_fast(int g, object x, object w, object b, object out, object z_out):
+    """The common call, checked in C: C-contiguous x and w of one float dtype,
+    b None or a contiguous vector, out (and z_out, if given) C-contiguous
+    writable buffers apart from the inputs and each other.  Returns out, or
+    None (nothing done) for nnkernels._api_dense to validate."""
+    cdef int typenum
+    cdef Py_ssize_t n, n_in, n_out
+    if type(x) is not cnp.ndarray or type(w) is not cnp.ndarray:
+        return None
+    typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    if ((typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64)
+            or cnp.PyArray_NDIM(<cnp.ndarray>x) != 2 or cnp.PyArray_NDIM(<cnp.ndarray>w) != 2):
+        return None
+    n, n_in = cnp.PyArray_DIM(<cnp.ndarray>x, 0), cnp.PyArray_DIM(<cnp.ndarray>x, 1)
+    n_out = cnp.PyArray_DIM(<cnp.ndarray>w, 0)
+    if not (c_matrix(x, typenum, n, n_in) and c_matrix(w, typenum, n_out, n_in)
+            and c_result(out, typenum, n, n_out)):
+        return None
+    if b is not None and not (plain_array(b, typenum, 1)
+                              and cnp.PyArray_DIM(<cnp.ndarray>b, 0) == n_out):
+        return None
+    if z_out is not None and not (c_result(z_out, typenum, n, n_out)
+                                  and apart_from_all(z_out, (x, w, b, out))):
+        return None
+    if not apart_from_all(out, (x, w, b)):
+        return None
+    forward(g, <cnp.ndarray>x, <cnp.ndarray>w, b, <cnp.ndarray>out, z_out)
+    return out

@@ -75,10 +75,13 @@ _dense = None
 
 
 def dense():
-    """The dense-layer module of the selected build, imported on first use."""
+    """The dense-layer module of the selected build, imported on first use
+    (with the BLAS provider NNKERNELS_BLAS names, default "auto")."""
     global _dense
     if _dense is None:
+        from . import _blas_providers
         module = importlib.import_module(f"nnkernels._dense_{ISA}")
+        _blas_providers.active()
         _blas_threads()
         _dense = module
     return _dense
@@ -87,18 +90,18 @@ def dense():
 class _BlasThreads:
     """The thread pools of the BLAS libraries loaded in this process.
 
-    threadpoolctl finds SciPy's OpenBLAS (the library scipy.linalg.cython_blas
-    calls) and any other BLAS loaded beside it, such as NumPy's; all of them
-    follow set_num_threads, so no second pool competes for the cores.
+    threadpoolctl finds the provider's library (SciPy's OpenBLAS, MKL,
+    scipy-openblas32) and any other BLAS loaded beside it, such as NumPy's;
+    all of them follow set_num_threads, so no second pool competes for the
+    cores.
     """
 
     def __init__(self):
         from scipy.linalg import cython_blas  # noqa: F401  (loads SciPy's BLAS)
         from threadpoolctl import ThreadpoolController
+        from . import _blas_providers
         self._pools = ThreadpoolController().select(user_api="blas").lib_controllers
-        first = self._pools[0] if self._pools else None
-        self.library = (None if first is None else
-                        f"{first.internal_api} {first.version} ({first.threading_layer})")
+        self.library = _blas_providers.active().describe()
 
     @property
     def controlled(self):
@@ -109,7 +112,11 @@ class _BlasThreads:
             pool.set_num_threads(n)
 
     def get(self):
-        return self._pools[0].get_num_threads() if self._pools else None
+        """The provider's thread count (None if threadpoolctl cannot see it)."""
+        from . import _blas_providers
+        path = os.path.realpath(_blas_providers.active().path)
+        mine = [p for p in self._pools if os.path.realpath(p.filepath) == path]
+        return mine[0].get_num_threads() if mine else None
 
 
 _blas_threads_instance = None
@@ -122,6 +129,15 @@ def _blas_threads():
         if _threads_set:
             _blas_threads_instance.set(_num_threads)
     return _blas_threads_instance
+
+
+def blas_pools_changed():
+    """A provider was loaded or chosen: find the pools again, and give every
+    one the thread count."""
+    global _blas_threads_instance
+    _blas_threads_instance = None
+    if _dense is not None:
+        _blas_threads()
 
 
 def set_num_threads(n: SupportsIndex) -> None:
@@ -269,10 +285,16 @@ def get_num_threads() -> int:
     return _num_threads if _runtime.openmp_enabled() else 1
 
 
+def _blas_provider_name():
+    dense()
+    from . import _blas_providers
+    return _blas_providers.active().name
+
+
 def build_info() -> dict[str, Any]:
     """Version, build and runtime facts (what ``python -m nnkernels info`` prints).
 
-    The first call loads the dense module's BLAS (SciPy's) to report it.
+    The first call loads the dense module's BLAS provider to report it.
 
     Returns
     -------
@@ -283,7 +305,8 @@ def build_info() -> dict[str, Any]:
         supports; ``openmp`` (bool), ``openmp_version`` and
         ``omp_max_threads``; ``num_threads`` (int), as
         :func:`get_num_threads`; ``compile_args``, the compiler flags of the
-        build; ``blas`` (str), the BLAS library found, and ``blas_threads``
+        build; ``blas_provider`` (str), as :func:`get_blas`; ``blas`` (str),
+        its version, threading layer and library file, and ``blas_threads``
         (int or None), its thread count.
 
     See Also
@@ -311,6 +334,7 @@ def build_info() -> dict[str, Any]:
         "num_threads": get_num_threads(),
         "thread_thresholds": dict(_runtime.THREAD_THRESHOLDS),
         "compile_args": activations.COMPILE_ARGS,
-        "blas": _blas_threads().library or "unknown (no thread controls found)",
+        "blas_provider": _blas_provider_name(),
+        "blas": _blas_threads().library,
         "blas_threads": _blas_threads().get(),
     }

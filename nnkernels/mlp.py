@@ -12,7 +12,10 @@ output layer is dense + softmax cross-entropy. A step is the calls
 ``dense_forward``, ``softmax_cross_entropy``, ``dense_backward`` and, unless
 the update is plain SGD, ``sgd_update`` or ``adam_update``, each writing
 into a buffer made on the first step for a batch size, so that every later
-step of that size allocates no array. The equations are in
+step of that size allocates no array. Plain SGD is done by the backward
+products themselves (``dense_backward``'s ``out=(w, b, ...)``,
+``accumulate=True, scale=-lr``): no weight-gradient buffer, no pass of its
+own over the weights. The equations are in
 docs/equations.md (batch first: x (N, in), w (out, in), z = x wᵀ + b).
 """
 
@@ -194,10 +197,10 @@ class MLP:
             else:                       # He: Var(w) = 2 / fan_in
                 w = rng.normal(0.0, np.sqrt(2.0 / fan_in), (fan_out, fan_in))
             self.params.append((w.astype(dtype), np.zeros(fan_out, dtype)))
-        # Gradient buffers and optimizer state do not depend on the batch size:
-        # made once.
-        self._param_grads = [(np.empty_like(w), np.empty_like(b))
-                             for w, b in self.params]
+        # Gradient buffers (none for plain SGD, which updates inside the
+        # products) and optimizer state do not depend on the batch size: made once.
+        self._param_grads = [(np.empty_like(w), np.empty_like(b)) if self._update is not None
+                             else (None, None) for w, b in self.params]
         n_state = {"sgd": 1 if momentum else 0, "adam": 2}[optimizer]
         self._state = [[tuple(np.zeros_like(p) for _ in range(n_state)) for p in layer]
                        for layer in self.params]
@@ -268,38 +271,31 @@ class MLP:
         logits = self._forward(x, buffers)
 
         # J = mean over the batch of −log p_label;  dZ = (P − Y) / N
-        loss, dz = nk.softmax_cross_entropy(logits, labels, out=grads[last])
+        loss, _ = nk.softmax_cross_entropy(logits, labels, out=grads[last])
 
         plain_sgd = self._update is None
-        if plain_sgd:
-            # Every gradient below is linear in dZ, so scaling dZ by α once (N × C
-            # numbers) makes the backward pass produce α ∂J/∂W and α ∂J/∂b, and the
-            # update is a single in-place subtraction per parameter: one pass over
-            # W instead of two (scale the gradient, then subtract it).
-            np.multiply(dz, float(lr), out=dz)
-
         for l in range(last, -1, -1):
-            w = self.params[l][0]
-            grad_w, grad_b = self._param_grads[l]
+            w, b = self.params[l]
             hidden = l != last
             # dZ = dA ⊙ g'(A) or g'(Z)  (output layer: dZ = dA, no activation)
             # dW = dZᵀ A_prev        db = Σ_rows dZ
             # dA_prev = dZ W         (not needed below the first layer)
+            # Plain SGD: W ← W − α dW and b ← b − α db inside the products
+            # (gemm's alpha = −α, beta = 1), after dA_prev has read W.
+            below = grads[l - 1] if l else None
+            if plain_sgd:
+                kwargs = {"accumulate": True, "scale": -float(lr), "out": (w, b, below)}
+            else:
+                kwargs = {"out": (*self._param_grads[l], below)}
             nk.dense_backward(
                 grads[l], acts[l - 1] if l else x, w,
                 acts[l] if hidden else None,
                 self.activation if hidden else None,
                 z=zs[l] if hidden else None,
-                need_input_grad=l > 0,
-                out=(grad_w, grad_b, grads[l - 1] if l else None))
+                need_input_grad=l > 0, **kwargs)
 
         self.steps += 1
-        if plain_sgd:
-            # W ← W − α ∂J/∂W,  b ← b − α ∂J/∂b   (α is already in grad_w, grad_b)
-            for (w, b), (grad_w, grad_b) in zip(self.params, self._param_grads):
-                np.subtract(w, grad_w, out=w)
-                np.subtract(b, grad_b, out=b)
-        else:
+        if not plain_sgd:
             update = getattr(nk, f"{self.optimizer}_update")
             for layer, grad_pair, state_pair in zip(self.params, self._param_grads,
                                                     self._state):

@@ -706,6 +706,10 @@ def dense_backward_cases(draw):
     args = {"grad_a": ga, "x": x, "w": w}
     pos = ["grad_a", "x", "w"]
     kw = {"need_input_grad": need, "accumulate": acc}
+    factor = draw(st.sampled_from([1.0, 1.0, -0.25, 3.0]))
+    if factor != 1.0:
+        kw["scale"] = factor
+        tol = tolerances(dtype, max(1.0, scale * max(1.0, abs(factor))), max(N, nout, 1))
     if a is not None or act is not None or draw(st.booleans()):
         args["a"], args["activation"] = a, act
         pos += ["a", "activation"]

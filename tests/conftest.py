@@ -61,3 +61,12 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(
         f"fuzz: {c.total} examples over {len(c.per_function)} functions "
         f"(NNKERNELS_FUZZ_EXAMPLES={os.environ.get('NNKERNELS_FUZZ_EXAMPLES', 'unset: CI default')})")
+
+
+def pytest_report_header(config):
+    """Which BLAS provider the dense tests run on (NNKERNELS_BLAS picks it)."""
+    try:
+        import nnkernels as nk
+        return f"nnkernels BLAS provider: {nk.get_blas()} ({nk.build_info()['blas']})"
+    except Exception as e:  # noqa: BLE001 - the header must never stop the run
+        return f"nnkernels BLAS provider: unknown ({type(e).__name__}: {e})"

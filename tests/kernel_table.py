@@ -457,7 +457,10 @@ KERNELS = [
            ("grad_w", "grad_b", "grad_x"), dense_backward_check,
            options={"activation": ACTIVATIONS, "need_input_grad": [True, False]},
            out_results=(0, 1, 2), torch=kv.torch_dense_backward, fd=kv.fd_dense,
-           bad_options=BAD_ACTIVATIONS[:10],
+           bad_options=BAD_ACTIVATIONS[:10] + (
+               ({"scale": float("nan")}, ValueError, "scale"),
+               ({"scale": float("-inf")}, ValueError, "scale"),
+               ({"scale": "0.1"}, TypeError, "scale"), ({"scale": True}, TypeError, "scale")),
            bad_shapes=(("x", (4,)), ("x", (4, 4)), ("x", (3, 3)), ("w", (5, 4)), ("w", (5,)),
                        ("w", (4, 3)), ("grad_a", (4, 4)), ("grad_a", (5, 5)),
                        ("grad_a", (20,)), ("grad_a", (5, 4)), ("a", (4, 4)), ("a", (5, 4)),
@@ -470,7 +473,8 @@ BY_NAME = {k.name: k for k in KERNELS}
 IDS = [k.name for k in KERNELS]
 
 # Public names that are not kernels (nothing to compute over arrays)
-NOT_KERNELS = {"set_num_threads", "get_num_threads", "build_info", "gradcheck",
+NOT_KERNELS = {"set_num_threads", "get_num_threads", "build_info", "set_blas", "get_blas",
+               "gradcheck",
                "GradcheckResult"}
 
 

@@ -552,9 +552,20 @@ def test_dense_backward_out_accumulate_and_no_input_grad(rng, dtype):
 
     buffers = tuple(np.ones_like(g) for g in fresh)
     result = ref.dense_backward(grad_a, x, w, accumulate=True, out=buffers)
-    for got, buffer, g in zip(result, buffers, fresh):
+    for k, (got, buffer, g) in enumerate(zip(result, buffers, fresh)):
         assert got is buffer
-        assert_close(got, 1 + g.astype(np.float64), dtype)
+        # the parameter gradients accumulate; grad_x is written
+        assert_close(got, (1 if k < 2 else 0) + g.astype(np.float64), dtype)
+
+    # scale multiplies the parameter gradients only; w as its own buffer is
+    # an SGD step whose grad_x comes from w before the update
+    w_step, b_step = w.copy(), np.zeros(4, dtype)
+    gw, gb, gx = ref.dense_backward(grad_a, x, w_step, accumulate=True, scale=-0.5,
+                                    out=(w_step, b_step, None))
+    assert gw is w_step and gb is b_step
+    assert_close(w_step, w.astype(np.float64) - 0.5 * fresh[0], dtype)
+    assert_close(b_step, -0.5 * fresh[1].astype(np.float64), dtype)
+    assert_close(gx, fresh[2], dtype)
 
     buffers = (np.full_like(fresh[0], 7), None, np.full_like(fresh[2], 7))
     grad_w, grad_b, grad_x = ref.dense_backward(

@@ -90,12 +90,13 @@ def format_report(res):
     lines.append(f"floor = bytes moved (inputs read once + outputs written once) / "
                  f"{bw['floor_gbps']:.1f} GB/s ({_PROBE_TITLES.get(bw['floor'], bw['floor'])})")
     if blas is not None:
-        rates = ", ".join(f"{d} {r['gflops']:.1f} GFLOP/s" for d, r in blas["rates"].items())
         lines.append(f"BLAS rate ({blas['what']}, {blas['n']}x{blas['n']} matrices, median of "
-                     f"{blas['repeat']} runs, {blas_threads} thread(s)): "
-                     f"{rates}")
-        lines.append("GEMM floor (the rows with GFLOP/s) = matrix-product FLOPs / that "
-                     "rate for the row's dtype")
+                     f"{blas['repeat']} runs, {blas_threads} thread(s)):")
+        for name, by_dtype in blas.get("providers", {}).items():
+            rates = ", ".join(f"{d} {r['gflops']:.1f} GFLOP/s" for d, r in by_dtype.items())
+            lines.append(f"  {name:<10} {rates}")
+        lines.append("GEMM floor (the rows with GFLOP/s) = matrix-product FLOPs / the best "
+                     "provider's rate for the row's dtype; [name] = the row's BLAS provider")
     lines.append("time = median per call; nnkernels writes into a preallocated out= "
                  "buffer, the reference allocates; GB = 1e9 bytes")
     lines.append("")
@@ -108,7 +109,8 @@ def format_report(res):
         head += ["torch", "vs torch"]
     table = []
     for r in res["rows"]:
-        cells = [r["kernel"], _shape_str(r["shape"]), r["dtype"], _fmt_time(r["time_s"]),
+        name = r["kernel"] + (f" [{r['blas']}]" if r.get("blas") else "")
+        cells = [name, _shape_str(r["shape"]), r["dtype"], _fmt_time(r["time_s"]),
                  _fmt(r["gbps"], ".1f")]
         if with_flops:
             cells.append(_fmt(r["gflops"], ".1f"))

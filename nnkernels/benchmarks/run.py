@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from nnkernels import reference
+from nnkernels import _blas_providers as blas_providers, reference
 
 from . import torch_twins
 from .cases import KERNELS, get_kernel
@@ -34,11 +34,13 @@ def _try_bind(make, errors, key):
 
 
 def run_bench(nk, *, quick=False, dtypes=("float32",), compare_torch=False,
-              kernels=None, seed=0, log=None):
+              kernels=None, seed=0, log=None, blas=None):
     """Run the benchmark; return a JSON-ready dict (see ``format_report``).
 
     ``nk`` is the ``nnkernels`` module. ``kernels`` restricts the run to these
-    registry names. ``log`` (a callable taking a str) reports progress.
+    registry names. ``blas`` lists the BLAS providers the dense and training
+    rows run under, one row each (default: every installed one); the other
+    rows run once. ``log`` (a callable taking a str) reports progress.
     """
     start = time.perf_counter()
     log = log or (lambda msg: None)
@@ -65,6 +67,8 @@ def run_bench(nk, *, quick=False, dtypes=("float32",), compare_torch=False,
                      "start: other processes compete for the CPUs, timings are noisy")
     rows = []
     blas, gemm_rates = None, {}
+    providers = list(blas_providers.installed()) if blas is None else list(blas)
+    provider_before = nk.get_blas()
     with pinned_threads(threads, torch) as pinned:
         prime_allocator()
         log("measuring memory bandwidth ...")
@@ -72,7 +76,7 @@ def run_bench(nk, *, quick=False, dtypes=("float32",), compare_torch=False,
         floor_bw = bandwidth["floor_gbps"] * GB
         if any(k.flops is not None for k in entries):
             log("measuring the BLAS rate ...")
-            blas = measure_blas(dtypes, repeat=probe_repeat)
+            blas = measure_blas(nk, providers, dtypes, repeat=probe_repeat)
             blas["threads"] = pinned["blas"]
             if pinned["note"]:
                 notes.append(pinned["note"])
@@ -84,9 +88,16 @@ def run_bench(nk, *, quick=False, dtypes=("float32",), compare_torch=False,
             for kernel in entries:
                 floor_rate = floor_bw if kernel.flops is None else gemm_rates[dt.name]
                 for label, shape in kernel.shapes(quick):
-                    log(f"{kernel.name} {shape} {dt.name} ...")
-                    rows.append(_bench_row(nk, reference, torch, kernel, label, shape, dt,
-                                           rng, timing, floor_rate))
+                    for provider in (providers if kernel.flops is not None else [None]):
+                        if provider is not None:
+                            nk.set_blas(provider)
+                        log(f"{kernel.name} {shape} {dt.name}"
+                            + ("" if provider is None else f" on {provider}") + " ...")
+                        row = _bench_row(nk, reference, torch, kernel, label, shape, dt,
+                                         rng, timing, floor_rate)
+                        row["blas"] = provider
+                        rows.append(row)
+    nk.set_blas(provider_before)
     return {
         "machine": machine,
         "nnkernels": _build_info(nk),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations   # signatures show the aliases' names
 
+import numbers
+
 import numpy as np
 
 from .._typing import Activation, FloatArray, FloatArrayLike, Optional
@@ -69,6 +71,7 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
                    a: Optional[FloatArrayLike] = None, activation: Activation = None, *,
                    z: Optional[FloatArrayLike] = None,
                    need_input_grad: bool = True, accumulate: bool = False,
+                   scale: float = 1.0,
                    out: Optional[tuple[Optional[FloatArray], Optional[FloatArray],
                                        Optional[FloatArray]]] = None,
                    ) -> tuple[FloatArray, FloatArray, Optional[FloatArray]]:
@@ -78,8 +81,11 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
     whose derivative takes z), grad_w = grad_z.T @ x, grad_b = sum of grad_z
     over the batch, grad_x = grad_z @ w (None when ``need_input_grad`` is
     false). ``out`` is None or a (grad_w, grad_b, grad_x) triple of buffers,
-    any of them None; with ``accumulate`` the gradients are added into them.
-    The grad_x buffer is left alone when ``need_input_grad`` is false.
+    any of them None. grad_w and grad_b are multiplied by ``scale``, and
+    with ``accumulate`` added into their buffers; grad_x is always the plain
+    input gradient, so out=(w, b, grad_x), accumulate=True, scale=-lr is an
+    SGD step whose grad_x comes from w before the update. The grad_x buffer
+    is left alone when ``need_input_grad`` is false.
     """
     grad_a = _float_array("grad_a", grad_a)
     x = _float_array("x", x)
@@ -89,6 +95,10 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
     dtype = _common_dtype(grad_a=grad_a, x=x, w=w, a=a, z=z)
     _check_dense_shapes(x, w)
     _check_activation(activation)
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a float, got {type(scale).__name__}")
+    if not np.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
     n_samples, n_out = x.shape[0], w.shape[0]
     if grad_a.shape != (n_samples, n_out):
         raise ValueError(f"grad_a must have shape (N, out) = "
@@ -127,13 +137,11 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
 
     # All three results are known before any buffer is written, so that a
     # buffer may alias an input.
-    grad_w = grad_z.T @ x
-    grad_b = np.sum(grad_z, axis=0)
+    grad_w = scale * (grad_z.T @ x)
+    grad_b = scale * np.sum(grad_z, axis=0)
     grad_x = grad_z @ w if need_input_grad else None
     if accumulate:
-        grad_w, grad_b, grad_x = (
-            result if buffer is None or result is None else buffer + result
-            for result, buffer in ((grad_w, out_w), (grad_b, out_b),
-                                   (grad_x, out_x)))
+        grad_w, grad_b = (result if buffer is None else buffer + result
+                          for result, buffer in ((grad_w, out_w), (grad_b, out_b)))
     return (_store(grad_w, dtype, out_w), _store(grad_b, dtype, out_b),
             None if grad_x is None else _store(grad_x, dtype, out_x))

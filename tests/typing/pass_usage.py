@@ -79,6 +79,8 @@ ref_gw, ref_gb, ref_gx = ref.dense_backward(grad_h, x, w, h, activation="tanh")
 before: int = nk.get_num_threads()
 nk.set_num_threads(1)
 nk.set_num_threads(before)
+provider: str = nk.get_blas()
+nk.set_blas(provider)
 info = nk.build_info()
 isa: str = str(info["isa"])
 
