@@ -68,7 +68,7 @@ def cmd_bench(args):
     if args.dtype:
         dtypes = list(dict.fromkeys(args.dtype))
     else:
-        dtypes = ["float32"] if args.quick else ["float32", "float64"]
+        dtypes = ["float32"]
 
     def log(msg):
         if not args.silent:
@@ -220,8 +220,7 @@ def build_parser():
     p.add_argument("--quick", action="store_true",
                    help="fewer sizes and repeats (well under a minute)")
     p.add_argument("--dtype", action="append", choices=["float32", "float64"],
-                   help="dtype to measure; repeat for both (default: float32 with "
-                        "--quick, both otherwise)")
+                   help="dtype to measure; repeat for both (default: float32)")
     p.add_argument("--json", metavar="FILE", help="write all numbers to FILE as JSON")
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw the speed-ups into FILE.png (needs matplotlib)")

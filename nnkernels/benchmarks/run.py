@@ -58,7 +58,7 @@ def run_bench(nk, *, quick=False, dtypes=("float32",), compare_torch=False,
         timing = dict(min_sample=1e-3, budget=0.2, min_repeat=3, max_repeat=50)
         probe_repeat = 3
     else:
-        timing = dict(min_sample=2e-3, budget=1.0, min_repeat=5, max_repeat=200)
+        timing = dict(min_sample=2e-3, budget=0.6, min_repeat=5, max_repeat=200)
         probe_repeat = 7
 
     machine = machine_info()  # before the run: its load average is the others'
