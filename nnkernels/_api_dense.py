@@ -177,8 +177,8 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
     ``out=(w, b, grad_x), accumulate=True, scale=-lr`` is an SGD step done
     inside the products: w += -lr grad_w and b += -lr grad_b, with grad_x
     computed from w before it changes, no weight-gradient buffer and no
-    separate pass over w. grad_z is kept in a scratch buffer per Python thread, reused, so with
-    `out` buffers a training step allocates nothing.
+    separate pass over w. grad_z is kept in a scratch buffer per Python
+    thread, reused, so with `out` buffers a training step allocates nothing.
 
     Parameters
     ----------
@@ -228,8 +228,8 @@ def dense_backward(grad_a: FloatArrayLike, x: FloatArrayLike, w: FloatArrayLike,
     TypeError
         If an input is not a float32 or float64 array (integer and bool
         arrays and byte-swapped floats are refused; a list of numbers is
-        computed in float64), the float inputs do not share one dtype, or
-        `out` is not an ndarray of their dtype.
+        computed in float64), the float inputs do not share one dtype, `out`
+        is not an ndarray of their dtype, or `scale` is not a real number.
     ValueError
         If `x` or `w` is not 2-D, they disagree on in_features, `grad_a` (or
         `a`, `z`) is not of shape (N, out), `activation` is unknown, `a` or

@@ -63,8 +63,11 @@ def _not_installed(name, why):
 def _load_scipy():
     import scipy
     sgemm, dgemm = _blas.scipy_addresses()
-    pool = _pool_of(lambda p: "scipy" in os.path.basename(os.path.dirname(p))
-                    or os.sep + "scipy" in p)
+    # a SciPy wheel's BLAS lies in scipy.libs/ beside the package (a SciPy
+    # linked to a system BLAS is reported without its file)
+    here = os.path.dirname(os.path.dirname(os.path.realpath(scipy.__file__)))
+    pool = _pool_of(lambda p: os.path.dirname(os.path.realpath(p))
+                    == os.path.join(here, "scipy.libs"))
     return Provider("scipy", sgemm, dgemm,
                     pool.filepath if pool else "scipy.linalg.cython_blas",
                     f"SciPy {scipy.__version__}"
