@@ -123,7 +123,7 @@ cdef Py_ssize_t sums_bytes(Matrix grad_a) noexcept nogil:
     return 0 if grad_a.col_major else (grad_a.cols * sizeof(double) + 63) // 64 * 64
 
 
-def scratch_bytes(int g, cnp.ndarray grad_a):
+cpdef Py_ssize_t scratch_bytes(int g, cnp.ndarray grad_a):
     """Bytes of scratch memory `backward` needs for this call."""
     cdef Matrix ga = matrix_of(grad_a)
     cdef Py_ssize_t grad_z_bytes = 0
@@ -132,7 +132,7 @@ def scratch_bytes(int g, cnp.ndarray grad_a):
     return sums_bytes(ga) + grad_z_bytes
 
 
-def forward(int g, cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray out,
+cpdef forward(int g, cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray out,
             object z_out=None):
     """out = g(x wᵀ + b); b is None or a contiguous (out,) array.  With z_out,
     z = x wᵀ + b goes there too (z_out in out's memory order)."""
@@ -154,7 +154,7 @@ def forward(int g, cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray out,
             forward_kernel[double](g, mx, mw, <const double*>bias, mz, a_ptr)
 
 
-def backward(int g, cnp.ndarray grad_a, cnp.ndarray x, cnp.ndarray w, object a,
+cpdef backward(int g, cnp.ndarray grad_a, cnp.ndarray x, cnp.ndarray w, object a,
              cnp.ndarray grad_w, cnp.ndarray grad_b, object grad_x,
              cnp.ndarray scratch, bint accumulate, double scale=1.0):
     """(grad_w, grad_b[, grad_x]) of the layer into the given arrays.
@@ -206,15 +206,17 @@ cdef inline bint c_result(object m, int typenum, Py_ssize_t rows, Py_ssize_t col
     return c_matrix(m, typenum, rows, cols) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>m)
 
 
-cdef inline bint apart_from_all(object buf, tuple others):
-    """buf (contiguous, or None) shares no byte with any array of others."""
-    cdef object other
-    if buf is None:
-        return True
-    for other in others:
-        if other is not None and not apart(<cnp.ndarray>buf, <cnp.ndarray>other):
-            return False
-    return True
+cdef inline bint apart_or_none(object buf, object other):
+    return other is None or apart(<cnp.ndarray>buf, <cnp.ndarray>other)
+
+
+cdef inline bint apart_from_all(object buf, object o1, object o2, object o3,
+                                object o4=None, object o5=None):
+    """buf (contiguous, or None) shares no byte with any of the others that
+    are not None."""
+    return buf is None or (apart_or_none(buf, o1) and apart_or_none(buf, o2)
+                           and apart_or_none(buf, o3) and apart_or_none(buf, o4)
+                           and apart_or_none(buf, o5))
 
 
 def backward_fast(int g, object grad_a, object x, object w, object a, object z,
@@ -266,10 +268,10 @@ def backward_fast(int g, object grad_a, object x, object w, object a, object z,
         return None
     # every buffer apart from every input and from the other buffers, but w
     # (the argument) as its own gradient's buffer
-    if not (apart_from_all(ow, (grad_a, x, act_input, ob, ox))
+    if not (apart_from_all(ow, grad_a, x, act_input, ob, ox)
             and (ow is w or apart(<cnp.ndarray>ow, <cnp.ndarray>w))
-            and apart_from_all(ob, (grad_a, x, w, act_input, ox))
-            and apart_from_all(ox, (grad_a, x, w, act_input))):
+            and apart_from_all(ob, grad_a, x, w, act_input, ox)
+            and apart_from_all(ox, grad_a, x, w, act_input)):
         return None
     backward(g, <cnp.ndarray>grad_a, arr, <cnp.ndarray>w, act_input, <cnp.ndarray>ow,
              <cnp.ndarray>ob, ox, scratch_memory(scratch_bytes(g, <cnp.ndarray>grad_a)),
@@ -299,9 +301,9 @@ def forward_fast(int g, object x, object w, object b, object out, object z_out):
                               and cnp.PyArray_DIM(<cnp.ndarray>b, 0) == n_out):
         return None
     if z_out is not None and not (c_result(z_out, typenum, n, n_out)
-                                  and apart_from_all(z_out, (x, w, b, out))):
+                                  and apart_from_all(z_out, x, w, b, out)):
         return None
-    if not apart_from_all(out, (x, w, b)):
+    if not apart_from_all(out, x, w, b):
         return None
     forward(g, <cnp.ndarray>x, <cnp.ndarray>w, b, <cnp.ndarray>out, z_out)
     return out
