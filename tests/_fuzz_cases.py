@@ -524,7 +524,8 @@ def elementwise_loss_cases(draw, fname):
 
 
 # ===================================================================== dense
-ACTIVATIONS = [None, "sigmoid", "tanh", "relu"]
+ACTIVATIONS = [None, "sigmoid", "tanh", "relu"]           # backward from the output a
+Z_ACTIVATIONS = ["gelu", "gelu_tanh", "silu", "leaky_relu", "elu", "softplus"]   # from z
 
 
 def dense_arg(draw, vals):
@@ -563,7 +564,7 @@ def dense_forward_cases(draw):
     w = dense_arg(draw, values(seed + 1, (nout, nin), dtype, draw(profiles)))
     b = Arg(values(seed + 2, (nout,), dtype, draw(profiles)), draw(layouts)) \
         if draw(st.booleans()) else None
-    act = draw(st.sampled_from(ACTIVATIONS))
+    act = draw(st.sampled_from(ACTIVATIONS + Z_ACTIVATIONS))
     broken, exc = (), ()
     if fault == "x_dtype":
         x, broken, exc = bad_dtype_arg(draw, seed, (N, nin), dtype), ("x",), TypeError
@@ -612,12 +613,15 @@ def dense_backward_cases(draw):
     if draw(st.sampled_from([False] * 30 + [True])):
         N, nin, nout = 290, 40, 230
     seed, prof = draw(seeds), draw(profiles)
-    act = draw(st.sampled_from(ACTIVATIONS))
+    act = draw(st.sampled_from(ACTIVATIONS + Z_ACTIVATIONS))
+    takes_z = act in Z_ACTIVATIONS
     ga = dense_arg(draw, values(seed, (N, nout), dtype, prof))
     x = dense_arg(draw, values(seed + 1, (N, nin), dtype, draw(profiles)))
     w = dense_arg(draw, values(seed + 2, (nout, nin), dtype, draw(profiles)))
-    a = None
-    if act is not None or draw(st.booleans()):
+    a = z = None
+    if takes_z:
+        z = dense_arg(draw, values(seed + 3, (N, nout), dtype, draw(profiles)))
+    elif act is not None or draw(st.booleans()):
         raw = values(seed + 3, (N, nout), F64, draw(profiles))
         with np.errstate(all="ignore"):
             av = {None: raw, "sigmoid": ref.sigmoid(raw), "tanh": np.tanh(raw),
@@ -633,6 +637,8 @@ def dense_backward_cases(draw):
         x, broken, exc = bad_dtype_arg(draw, seed, (N, nin), dtype), ("x",), TypeError
     elif fault == "w_dtype":
         w, broken, exc = bad_dtype_arg(draw, seed, (nout, nin), dtype), ("w",), TypeError
+    elif fault == "a_dtype" and takes_z:
+        z, broken, exc = bad_dtype_arg(draw, seed, (N, nout), dtype), ("z",), TypeError
     elif fault == "a_dtype":
         a, broken, exc = bad_dtype_arg(draw, seed, (N, nout), dtype), ("a",), TypeError
     elif fault == "in_mismatch":
@@ -642,21 +648,27 @@ def dense_backward_cases(draw):
         ga = Arg(values(seed, draw(st.sampled_from([(N + 1, nout), (N, nout + 1), (N,)])),
                         dtype, "normal"))
         broken, exc = ("grad_a",), ValueError
+    elif fault == "a_shape" and takes_z:
+        z = Arg(values(seed, (N + 1, nout), dtype, "normal"))
+        broken, exc = ("z",), ValueError
     elif fault == "a_shape":
         a = Arg(values(seed, (N + 1, nout), dtype, "normal"))
         broken, exc = ("a",), ValueError
+    elif fault == "missing_a" and takes_z:
+        z = None
+        broken, exc = ("activation", "z"), ValueError
     elif fault == "missing_a":
         act, a = draw(st.sampled_from(ACTIVATIONS[1:])), None
         broken, exc = ("activation", "a"), ValueError
     elif fault == "activation":
-        act = draw(st.sampled_from(["Tanh", "gelu", 0]))
+        act = draw(st.sampled_from(["Tanh", "GELU", "swish", 0]))
         broken, exc = ("activation",), ValueError
     elif fault == "out_not_triple":
         out_specs = draw(st.sampled_from(["pair", "array", "quad"]))
         broken, exc = ("out",), ValueError
     shapes3 = [(nout, nin), (nout,), (N, nin)]
     names3 = ["out[0] (grad_w)", "out[1] (grad_b)", "out[2] (grad_x)"]
-    inputs = {"grad_a": ga, "x": x, "w": w, "a": a}
+    inputs = {"grad_a": ga, "x": x, "w": w, "a": a, "z": z}
     if out_specs is None and draw(st.booleans()):
         out_specs = []
         bad_i = draw(st.integers(0, 2)) if fault == "out_part" and not broken else -1
@@ -694,6 +706,8 @@ def dense_backward_cases(draw):
             with np.errstate(all="ignore"):
                 G = G * np.nan_to_num({"sigmoid": A * (1 + A), "tanh": 1 + A * A,
                                       "relu": np.ones_like(A)}[act], posinf=0)
+        elif takes_z:
+            G = G * 1.2             # |g'(z)| <= 1.13 for every z-activation (elu: alpha = 1)
         scale = max(abs_product(G.T, x.vals), abs_product(G, w.vals),
                     float(G.sum(axis=0).max()) if G.size else 0.0)
         if acc and isinstance(out_specs, list):
@@ -713,6 +727,8 @@ def dense_backward_cases(draw):
     if a is not None or act is not None or draw(st.booleans()):
         args["a"], args["activation"] = a, act
         pos += ["a", "activation"]
+    if z is not None:
+        kw["z"] = z
     tol["nonfinite_any"] = True     # NaN vs inf out of a BLAS sum is not specified
     case = Case("dense_backward", pos, args, kw=kw, broken=broken, exc=exc, tol=tol)
     if isinstance(out_specs, list):
