@@ -86,7 +86,10 @@ def _load_openblas():
                                                       "*.dylib")))
     if not found:
         raise _not_installed("openblas", f"no library file in {lib_dir}")
-    lib = ctypes.CDLL(found[0])
+    try:
+        lib = ctypes.CDLL(found[0])
+    except OSError as e:
+        raise _not_installed("openblas", f"loading {found[0]} failed: {e}") from e
     prefix = scipy_openblas32.get_symbol_prefix() if hasattr(
         scipy_openblas32, "get_symbol_prefix") else "scipy_"
     sgemm = ctypes.cast(getattr(lib, f"{prefix}sgemm_"), ctypes.c_void_p).value
