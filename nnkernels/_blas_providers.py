@@ -151,15 +151,20 @@ def load(name):
         return _loaded[name]
 
 
-def cpu_vendor():
+def cpuinfo_field(key):
+    """The first value of `key` in /proc/cpuinfo, or None (no such file or key)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return "unknown"
+    return None
+
+
+def cpu_vendor():
+    return cpuinfo_field("vendor_id") or "unknown"
 
 
 def resolve(name):

@@ -136,14 +136,8 @@ def pinned_threads(threads, torch):
 
 
 def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from nnkernels._blas_providers import cpuinfo_field
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def machine_info():
