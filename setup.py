@@ -23,6 +23,9 @@ those sanitizers, unrecoverable, with frame pointers and debug lines, for the
 CI step that runs the tests under them; the runtime has to be preloaded into
 Python (see .ci/run).  ``info`` shows the flags, so a run can prove it used
 such a build.
+
+The Cython translation and the C compilation run on every core
+(``NNKERNELS_BUILD_JOBS=N`` sets the number; ``build_ext -j N`` too).
 """
 
 import os
@@ -82,8 +85,21 @@ def _compiler_accepts(compiler, flags, source="int main(void) { return 0; }\n"):
 OPENMP_PROBE = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
 
 
+def _jobs():
+    """Parallel jobs of the build: NNKERNELS_BUILD_JOBS, or every core."""
+    value = os.environ.get("NNKERNELS_BUILD_JOBS", "").strip()
+    return max(1, int(value)) if value else (os.cpu_count() or 1)
+
+
 class BuildExt(build_ext):
     """Probe the compiler once, then set per-extension flags."""
+
+    def finalize_options(self):
+        # pip and `python -m build` pass no -j: compile the extensions
+        # side by side unless the caller chose a number.
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = _jobs()
 
     def build_extensions(self):
         cc = self.compiler
@@ -145,7 +161,8 @@ def _extensions():
     exts = cythonize(
         [Extension(f"nnkernels.{src}", [f"nnkernels/{src}.pyx"], include_dirs=include)
          for src in PORTABLE_SOURCES],
-        build_dir="build/cython/runtime", compiler_directives=CYTHON_DIRECTIVES, quiet=True)
+        build_dir="build/cython/runtime", compiler_directives=CYTHON_DIRECTIVES, quiet=True,
+        nthreads=_jobs())
     for isa in _isa_levels():
         # A separate build_dir per level keeps the generated C of one module
         # from overwriting another's (same .pyx, different module name).
@@ -153,7 +170,7 @@ def _extensions():
             [Extension(f"nnkernels.{src}_{isa}", [f"nnkernels/{src}.pyx"],
                        include_dirs=include) for src in KERNEL_SOURCES],
             build_dir=f"build/cython/{isa}", compiler_directives=CYTHON_DIRECTIVES,
-            quiet=True)
+            quiet=True, nthreads=_jobs())
         for ext in level_exts:
             ext.nnk_isa = isa
             ext.nnk_source = ext.name.split(".")[-1][:-len(isa) - 1]   # nnkernels.<src>_<isa>
