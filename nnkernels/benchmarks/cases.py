@@ -14,6 +14,7 @@ measured BLAS rate (``machine.measure_blas``).
 suites under ``bench/`` (``bench_cases``) both draw their cases from here.
 """
 
+import importlib.util
 import math
 from dataclasses import dataclass
 
@@ -24,11 +25,13 @@ from .inputs import (_in_z, _in_sigmoid_backward, _in_tanh_backward, _in_relu_ba
                      _in_grad_z, _in_softmax_backward, _in_cross_entropy, _in_sigmoid_bce,
                      _in_bce, _in_mse, _in_dense_forward, _in_dense_backward,
                      _out_dense_forward, _out_dense_backward, _in_mlp_step, _mlp_step,
+                     _in_thinc_mlp_step, _thinc_mlp_step,
                      _gelu_tanh, _gelu_tanh_backward, _MLP_SIZES, _in_adam,
                      _in_adam_amsgrad, _in_sgd_momentum, _adam_step, _adam_amsgrad_step,
                      _sgd_momentum_step)
 
-__all__ = ["Kernel", "KERNELS", "get_kernel", "bench_cases", "bytes_moved", "mlp_step_flops"]
+__all__ = ["Kernel", "KERNELS", "get_kernel", "bench_cases", "bytes_moved", "mlp_step_flops",
+           "thinc_mlp_step_flops", "missing_requirements"]
 
 
 # ---- the entry -----------------------------------------------------------
@@ -71,6 +74,11 @@ class Kernel:
     setup : callable or None
         ``setup(module, inputs, out) -> fn`` for an entry that is more than
         one call of ``module.<name>`` (``out`` is None for the reference).
+    reference_label : str
+        What the reference column runs, where it is not ``nnkernels.reference``.
+    requires : tuple of (str, str)
+        ``(module, install hint)`` pairs: the entry is skipped, with a note,
+        where one of these modules cannot be imported.
     """
 
     name: str
@@ -84,6 +92,8 @@ class Kernel:
     flops_label: str = ""
     outputs: object = None
     setup: object = None
+    reference_label: str = ""
+    requires: tuple = ()
 
     def shapes(self, quick=False):
         """The (label, shape) pairs to measure."""
@@ -146,6 +156,13 @@ def bytes_moved(inputs, result):
 def _gemm_flops(products):
     """FLOPs of ``products`` (N, in) x (in, out) products for a shape (N, in, out)."""
     return lambda shape: 2 * products * math.prod(shape)
+
+
+def thinc_mlp_step_flops(shape):
+    """As ``mlp_step_flops``, with the first layer's grad_x: Thinc's layers
+    always return their input's gradient."""
+    n, *sizes = shape
+    return 3 * sum(2 * n * fan_in * fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
 
 
 def mlp_step_flops(shape):
@@ -250,6 +267,14 @@ KERNELS = (
                        "every layer's forward product and grad_w, and grad_x of all layers "
                        "but the first",
            setup=_mlp_step),
+    Kernel("thinc_mlp_step", "training", _in_thinc_mlp_step, _STEP_SIZES, ("small",),
+           flops=thinc_mlp_step_flops,
+           flops_label="shape (batch, layer sizes): 2·N·in·out for every layer's forward "
+                       "product, grad_w and grad_x",
+           setup=_thinc_mlp_step,
+           reference_label="the same Thinc model on Thinc's NumpyOps "
+                           "(the nnkernels column: on NNKernelsOps)",
+           requires=(("thinc", "pip install 'nnkernels[thinc]'"),)),
     Kernel("adam_update", "optim", _in_adam, _OPTIM_SIZES, ("small", "large"),
            tt.adam_update, "torch.optim.Adam(fused=True).step()", setup=_adam_step),
     Kernel("adam_update_foreach", "optim", _in_adam, _OPTIM_SIZES, ("small", "large"),
@@ -274,8 +299,16 @@ def get_kernel(name):
         raise KeyError(f"unknown kernel {name!r}; known: {', '.join(_BY_NAME)}") from None
 
 
+def missing_requirements(kernel):
+    """The (module, install hint) pairs of ``kernel.requires`` that do not import."""
+    return [(name, hint) for name, hint in kernel.requires
+            if importlib.util.find_spec(name) is None]
+
+
 def bench_cases(group=None, quick=False):
-    """(kernel, size label, shape) for every registry entry of ``group`` (None: all)."""
-    return [(k, lab, shape) for k in KERNELS if group is None or k.group == group
+    """(kernel, size label, shape) for every registry entry of ``group`` (None: all)
+    whose required modules are installed."""
+    return [(k, lab, shape) for k in KERNELS
+            if (group is None or k.group == group) and not missing_requirements(k)
             for lab, shape in k.shapes(quick)]
 

@@ -140,6 +140,33 @@ def _mlp_step(module, inputs, out=None):
     return lambda: net.step(x, labels, lr)
 
 
+def _in_thinc_mlp_step(shape, dtype, rng):
+    """A batch of random x and one-hot labels for Thinc's MLP of shape (batch, *sizes)."""
+    n, *sizes = shape
+    labels = rng.integers(0, sizes[-1], size=n)
+    return {"x": _normal(rng, (n, sizes[0]), dtype),
+            "y": np.eye(sizes[-1], dtype=dtype)[labels], "sizes": tuple(sizes)}
+
+
+def _thinc_mlp_step(module, inputs, out=None):
+    """One step of Thinc's Relu >> Relu >> Softmax with Adam: on NNKernelsOps
+    for nnkernels, on Thinc's own NumpyOps for the reference column."""
+    from thinc.api import Adam, Relu, Softmax, chain, fix_random_seed, use_ops
+
+    x, y, sizes = inputs.values()
+    fix_random_seed(0)
+    with use_ops("nnkernels" if module.__name__ == "nnkernels" else "numpy"):
+        model = chain(*(Relu(nO=width) for width in sizes[1:-1]), Softmax(nO=sizes[-1]))
+        model.initialize(X=x[:5], Y=y[:5])
+    optimizer = Adam(_ADAM_LR)
+
+    def step():
+        guesses, backprop = model.begin_update(x)
+        backprop(guesses - y)           # softmax cross-entropy's gradient, as Thinc's examples
+        model.finish_update(optimizer)
+    return step
+
+
 # the optimizer rows: one in-place step on a parameter and its state, the
 # options set by a setup function (the registry passes positional arrays)
 _ADAM_LR, _ADAM_STEP = 1e-3, 10

@@ -18,7 +18,7 @@ import numpy as np
 from nnkernels import _blas_providers as blas_providers, reference
 
 from . import torch_twins
-from .cases import KERNELS, get_kernel
+from .cases import KERNELS, get_kernel, missing_requirements
 from .machine import GB, machine_info, measure_bandwidth, measure_blas, pinned_threads
 from .timing import prime_allocator, stalled, time_functions
 
@@ -33,6 +33,19 @@ def _try_bind(make, errors, key):
         return None
 
 
+def _available(entries):
+    """(the entries whose required modules import, a note per skipped one)."""
+    kept, notes = [], []
+    for kernel in entries:
+        missing = missing_requirements(kernel)
+        if missing:
+            notes += [f"{kernel.name}: skipped, {name} is not installed ({hint})"
+                      for name, hint in missing]
+        else:
+            kept.append(kernel)
+    return tuple(kept), notes
+
+
 def run_bench(nk, *, quick=False, dtypes=("float32",), compare_torch=False,
               kernels=None, seed=0, log=None, blas=None):
     """Run the benchmark; return a JSON-ready dict (see ``format_report``).
@@ -45,8 +58,12 @@ def run_bench(nk, *, quick=False, dtypes=("float32",), compare_torch=False,
     start = time.perf_counter()
     log = log or (lambda msg: None)
     entries = KERNELS if kernels is None else tuple(get_kernel(k) for k in kernels)
-    threads = nk.get_num_threads()
     notes = []
+    entries, skipped = _available(entries)
+    notes += skipped
+    notes += [f"{k.name}: the reference column runs {k.reference_label}"
+              for k in entries if k.reference_label]
+    threads = nk.get_num_threads()
     torch = None
     if compare_torch:
         torch, note = torch_twins.import_torch()
