@@ -47,6 +47,8 @@ echo "-- doctests of the public modules"
 # every public function's module: the _api_* modules, found in the installed package
 api_modules=$("$py" -c "import nnkernels, pkgutil; print(' '.join(sorted('nnkernels.' + m.name for m in pkgutil.iter_modules(nnkernels.__path__) if m.name.startswith('_api_'))))")
 echo "modules: $api_modules"
+# the Thinc backend's too, where Thinc is installed (CI installs it)
+optional=$("$py" -c "import importlib.util as u; print('nnkernels.thinc' if u.find_spec('thinc') else '')")
 # shellcheck disable=SC2086
 "$py" -m pytest -q -p no:cacheprovider --doctest-modules \
-    --pyargs $api_modules nnkernels._dispatch nnkernels._gradcheck nnkernels.mlp
+    --pyargs $api_modules nnkernels._dispatch nnkernels._gradcheck nnkernels.mlp $optional

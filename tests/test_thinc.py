@@ -260,3 +260,24 @@ def test_a_model_trains_the_same(rng):
             results.append(np.array(losses))
     assert results[0][-1] < results[0][0]
     np.testing.assert_allclose(results[1], results[0], rtol=1e-4)
+
+
+def test_training_example():
+    """examples/train_thinc.py: equal accuracies on both backends, both learning."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "train_thinc.py"
+    if not example.is_file():
+        pytest.skip(f"{example} is not here (tests run from an installed copy)")
+    if str(example.parent) not in sys.path:         # it imports train_mlp beside it
+        sys.path.insert(0, str(example.parent))
+    spec = importlib.util.spec_from_file_location("train_thinc_example", example)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--quiet", "--hidden", "64", "--epochs", "10", "--lr", "0.003"])
+    numpy_acc = result["numpy"]["test_accuracy"]
+    assert numpy_acc > 0.9
+    # 450 test images: one prediction flipped by rounding is 0.0022
+    assert abs(result["nnkernels"]["test_accuracy"] - numpy_acc) <= 0.005
