@@ -44,11 +44,18 @@ def _non_negative(value, name):
     return value
 
 
+# From this step on every update is the same: beta**step rounds to 0 in double
+# for every beta in [0, 1) (even 1 - 2**-53: e**-512), so Adam's bias
+# corrections are exactly 1, and SGD only asks whether the step is the first.
+# The compiled kernels take the step as a C long long.
+_STEP_SATURATES = 2 ** 62
+
+
 def _step(step):
     step = v.integer(step, "step")
     if step < 1:
         raise ValueError(f"step must be >= 1 (the 1-based number of this step), got {step}")
-    return step
+    return min(step, _STEP_SATURATES)
 
 
 def _betas(betas):

@@ -405,3 +405,24 @@ def test_pos_weight_needs_one_value_per_column():
     with pytest.raises(ValueError, match="pos_weight must hold one value per column"):
         nk.sigmoid_binary_cross_entropy(np.zeros((2, 3)), np.ones((2, 3)),
                                         pos_weight=np.array([2.0]))
+
+
+# found: a step of 2**63 or more (a valid Python int) overflowed the compiled
+#   kernels' C integer and gave "RuntimeError: internal error"
+@pytest.mark.parametrize("step", [2**62, 2**63, 2**100])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=["f64", "f32"])
+def test_optimizer_steps_past_64_bits(step, dtype):
+    rng = np.random.default_rng(3)
+    param, grad, m, v = (rng.standard_normal(5).astype(dtype) for _ in range(4))
+    v = np.abs(v)
+    got = nk.adam_update(param.copy(), grad, m.copy(), v.copy(), step=step, lr=0.1,
+                         betas=(0.9, 1 - 2.0 ** -53))
+    want = ref.adam_update(param.copy(), grad, m.copy(), v.copy(), step=step, lr=0.1,
+                           betas=(0.9, 1 - 2.0 ** -53))
+    np.testing.assert_allclose(got, want, rtol=2e-6 if dtype == F32 else 1e-14)
+    buf = m.copy()
+    got = nk.sgd_update(param.copy(), grad, lr=0.1, momentum=0.9, momentum_buffer=buf,
+                        step=step)
+    want = ref.sgd_update(param.copy(), grad, lr=0.1, momentum=0.9,
+                          momentum_buffer=m.copy(), step=step)
+    np.testing.assert_allclose(got, want, rtol=2e-6 if dtype == F32 else 1e-14)
