@@ -16,6 +16,11 @@ The generator breaks at most one thing per example and knows which: the case
 carries ``broken`` (argument names, one of which the exception message must
 name) and ``exc`` (the exception class the contract gives). ``broken == ()``
 means a valid call: both implementations must return and agree.
+
+An in-place update (sgd_update, adam_update) names the arrays it updates in
+``state``: the oracle (check_update) then wants ``param`` itself back, each
+of those arrays as the reference leaves its own copy, and every other array
+untouched; a refused call leaves every array bit for bit as it was.
 """
 
 from __future__ import annotations
@@ -23,14 +28,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-from hypothesis import strategies as st
 
 import nnkernels as nk
 import nnkernels.reference as ref
-from _nkutil import ATOL, EPS, RTOL, sum_factor
+from _nkutil import ATOL, RTOL, sum_factor
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 FLOAT_DTYPES = (F64, F32)
@@ -198,12 +202,25 @@ class Case:
     exc: type | tuple = ()
     tol: dict = field(default_factory=dict)
     module: Any = None
+    # an in-place update: the arrays the call updates (compared with the
+    # reference's updates; every other array must come back unchanged)
+    state: tuple = ()
+    # arguments made by a build_out recipe instead of an Arg, in order: the
+    # very array of another argument ("same"), a view overlapping it
+    # ("reversed", "shift"), "readonly", self-overlapping ("overlapping")
+    views: dict = field(default_factory=dict)
+    # a refusal only nnkernels makes (the plain NumPy reference looks neither
+    # at memory shared between arguments nor at the type of a flag): the
+    # reference may accept the call, nnkernels must refuse it
+    reference_accepts: bool = False
 
     def build(self):
         """Fresh (args, kwargs, named arrays) for one call."""
         made = {}
         for name, a in list(self.args.items()) + list(self.kw.items()):
             made[name] = a.make() if isinstance(a, Arg) else a
+        for name, spec in self.views.items():
+            made[name] = build_out(spec, made, self.args | self.kw)
         outs = self.out if isinstance(self.out, list) else [self.out]
         built_outs = [build_out(o, made, self.args | self.kw) for o in outs]
         args = [made[n] for n in self.pos]
@@ -282,7 +299,8 @@ def mismatch(got, exp, rtol, atol, nonfinite_any=False, alt=None, free=None):
     (float32 results only) is the reference computed in float64 and rounded
     once: an element agreeing with either is right (see check).  ``free``:
     a mask of elements not compared (see nonfinite_preactivation and
-    infinite_grad_times_underflow).
+    infinite_grad_times_underflow).  ``atol`` may be an array of ``exp``'s
+    shape: a bound per element (the optimizer updates).
     """
     g, e = np.asarray(got), np.asarray(exp)
     if g.shape != e.shape:
@@ -306,7 +324,8 @@ def mismatch(got, exp, rtol, atol, nonfinite_any=False, alt=None, free=None):
     elif np.isinf(gi) or np.isinf(ei):
         what = "finiteness differs" if nonfinite_any else "infinity differs"
     else:
-        what = (f"value differs (|err| {abs(gi - ei):.3g} > atol {atol:.3g} + rtol "
+        ai = float(np.broadcast_to(atol, e.shape)[i])
+        what = (f"value differs (|err| {abs(gi - ei):.3g} > atol {ai:.3g} + rtol "
                 f"{rtol:.3g} |exp|)")
     return (f"{what} at {i}: got {gi!r}, expected {ei!r}"
             + ("" if alt is None else f" (float64 reference: {np.asarray(alt)[i]!r})"))
@@ -441,7 +460,8 @@ def check(case):
     where = f"{case.fname}: broken={case.broken}"
 
     if case.broken:
-        assert ref_err is not None, f"{where}: the reference accepted a broken call"
+        assert ref_err is not None or case.reference_accepts, (
+            f"{where}: the reference accepted a broken call")
         assert nk_err is not None, (
             f"{where}: nnkernels accepted a call the contract refuses "
             f"(reference: {type(ref_err).__name__}: {ref_err})")
@@ -465,6 +485,9 @@ def check(case):
     if nk_err is not None:
         raise AssertionError(f"{where}: nnkernels refused a valid call the reference "
                              f"accepts: {type(nk_err).__name__}: {nk_err}") from nk_err
+    if case.state:
+        check_update(where, case, got, nk_args[0], nk_named, ref_named, pristine)
+        return
 
     rtol, atol = case.tol["rtol"], case.tol["atol"]
     loss_atol = case.tol.get("loss_atol", atol)
@@ -481,6 +504,80 @@ def check(case):
         written = [o for k, o in nk_named.items() if k.startswith("out")]
         if not name.startswith("out") and not any(np.shares_memory(arr, o) for o in written):
             assert same_state(arr, pristine[name]), f"{where}: nnkernels modified input {name}"
+
+
+def check_update(where, case, got, param, nk_named, ref_named, pristine):
+    """An in-place update that returned: the result is ``param`` itself, each
+    updated array (case.state) agrees with the reference's updated copy
+    (NaN at the same places, the same infinities, finite values within the
+    case's per-element bound), and every other array, unless it shares
+    memory with an updated one, is bit for bit as it was."""
+    assert got is param, f"{where}: the result is not param itself: {type(got).__name__}"
+    rtol, atol = case.tol["rtol"], case.tol["atol"]
+    free = adam_unstable(case, ref_named)
+    for name in case.state:
+        problem = mismatch(nk_named[name], ref_named[name], rtol, atol[name],
+                           free=free.get(name))
+        assert problem is None, f"{where}: after the call, {name}: {problem}"
+    updated = [nk_named[n] for n in case.state]
+    for name, arr in nk_named.items():
+        if name not in case.state and not any(np.may_share_memory(arr, u) for u in updated):
+            assert same_state(arr, pristine[name]), (
+                f"{where}: nnkernels modified {name}, which it only reads")
+
+
+def adam_unstable(case, ref_named):
+    """adam_update: {name: mask} of the elements of param and exp_avg that are
+    not compared (adam_lerp_nonfinite, and param where the step is x / 0 with
+    x zero to rounding); {} for any other call.
+
+    With ε = 0 and v (or v̂) = 0 the step is (lr / c₁) m / 0: +inf, -inf or
+    NaN by the sign of m, and where m is 0 to within its rounding (the
+    reference's m + (g − m) cancels to 0 where the kernel's g − β₁ (g − m)
+    keeps a subnormal g) that sign is the rounding's.
+    """
+    if case.fname != "adam_update":
+        return {}
+    free = {}
+    lerp = adam_lerp_nonfinite(case)
+    if lerp is not None:
+        free["exp_avg"] = free["param"] = lerp
+    _, kwargs, _ = case.build()
+    if float(kwargs.get("eps", 1e-8)) == 0.0:
+        v = ref_named["max_exp_avg_sq" if "max_exp_avg_sq" in case.state else "exp_avg_sq"]
+        m = np.abs(np.asarray(ref_named["exp_avg"], np.float64))
+        with np.errstate(invalid="ignore"):
+            zero = (np.asarray(v) == 0) & (m <= case.tol["atol"]["exp_avg"])
+        free["param"] = zero if lerp is None else zero | lerp
+    return free
+
+
+def adam_lerp_nonfinite(case):
+    """adam_update with 1 − β₁ >= 0.5: the mask of elements where g − m is
+    ±inf (g the gradient after maximize and coupled weight decay, m exp_avg),
+    else None.
+
+    The kernel forms m + (1 − β₁)(g − m) as PyTorch's lerp does, which for a
+    weight 1 − β₁ >= 0.5 is g − β₁ (g − m): where g is ±inf that gives NaN and
+    the reference's m + (1 − β₁)(g − m) gives ±inf; where m is ±inf, the
+    kernel gives ±inf and the reference NaN (docs/guarantees.md: nnkernels
+    follows torch.optim.Adam there, the reference the equation).  Neither element of
+    exp_avg, nor of param, which it moves, is compared there; exp_avg_sq and
+    max_exp_avg_sq are.
+    """
+    args, kwargs, _ = case.build()
+    beta1 = kwargs.get("betas", (0.9, 0.999))[0]
+    if not 1.0 - float(beta1) >= 0.5:
+        return None
+    up = lambda a: np.asarray(a, dtype=np.float64)
+    theta, g, m = up(args[0]), up(args[1]), up(args[2])
+    wd = float(kwargs.get("weight_decay", 0.0))
+    with np.errstate(all="ignore"):
+        if kwargs.get("maximize"):
+            g = -g
+        if wd and not kwargs.get("decoupled_weight_decay"):
+            g = g + wd * theta
+        return np.isinf(g - m)
 
 
 def compare_results(where, got, exp, rtol, atol, loss_atol, nonfinite_any=False,

@@ -369,7 +369,7 @@ def _optimizer_entry(name):
         thread_exact=lambda o: (True,) * (1 + len(state)),
         bad_options=ov.BAD_SGD_OPTIONS if sgd else ov.BAD_ADAM_OPTIONS,
         bad_shapes=tuple((arg, (5, 4)) for arg in pos[1:]),
-        in_place_state=state)
+        fuzz="optimizer_cases", in_place_state=state)
 
 
 def _softmax_entry(name, tol):

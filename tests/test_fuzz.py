@@ -12,12 +12,21 @@ written nothing, or both return and agree (shape, dtype, NaN positions,
 infinities, finite values within the dtype's tolerance), out= is the result,
 and every array is left as the reference leaves it.
 
+The in-place optimizer updates (sgd_update, adam_update) are fuzzed the same
+way (_fuzz_strategies.check_update): read-only, self-overlapping and
+memory-sharing param and state arrays must be refused with nothing written,
+a read-only 0-stride grad is computed; a valid call returns param itself,
+its updated arrays (param, momentum_buffer, exp_avg, exp_avg_sq,
+max_exp_avg_sq) agree with the reference's updated copies within a bound
+per element, and every other array is untouched.
+
 Example counts: NNKERNELS_FUZZ_EXAMPLES sets max_examples per test (CI
-default below: a few thousand in total, derandomised so CI is repeatable);
+default below: about ten thousand in total, derandomised so CI is repeatable);
 NNKERNELS_FUZZ_EXAMPLES=50000 is the long run, with fresh random examples.
 A crash (segfault) kills pytest, which is the failure signal for "never
 crash".  Each kernel_table entry names its case strategy (``fuzz``, in
-_fuzz_cases.py); a new kernel with one is fuzzed here at once.
+_fuzz_cases.py, the optimizers' in _fuzz_cases_optim.py); a new kernel with one is
+fuzzed here at once.
 """
 
 from __future__ import annotations
@@ -29,13 +38,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import _fuzz_cases
+import _fuzz_cases_optim
 import nnkernels as nk
 import nnkernels.reference as ref
 from _fuzz_strategies import Counter, check
 from kernel_table import KERNELS
 
 # ------------------------------------------------------------------ settings
-_DEFAULT_EXAMPLES = 350          # per test; 17 tests -> ~5,600 examples, ~20 s
+_DEFAULT_EXAMPLES = 350          # per test; 30 tests -> ~10,000 examples, ~50 s
 _ENV = os.environ.get("NNKERNELS_FUZZ_EXAMPLES")
 EXAMPLES = int(_ENV) if _ENV else _DEFAULT_EXAMPLES
 # deadline=None: a shared, noisy machine (and AddressSanitizer runs) make
@@ -71,7 +81,7 @@ def _dense_scratch_warm():
 
 
 def strategy(kernel):
-    make = getattr(_fuzz_cases, kernel.fuzz)
+    make = getattr(_fuzz_cases_optim if kernel.in_place_state else _fuzz_cases, kernel.fuzz)
     return make() if kernel.name.startswith("dense") else make(kernel.name)
 
 
@@ -83,9 +93,9 @@ def test_fuzz(kernel, data, _dense_scratch_warm):
 
 
 def test_every_kernel_is_fuzzed():
-    # the in-place optimizer updates change their inputs, which this suite's
-    # check refuses; test_optim covers their layouts, overlaps and bad inputs
-    assert [k.name for k in FUZZED] == [k.name for k in KERNELS if not k.in_place_state]
+    # the in-place optimizer updates too: their state is compared with the
+    # reference's updated copy (_fuzz_strategies.check_update)
+    assert [k.name for k in FUZZED] == [k.name for k in KERNELS]
 
 
 # ======================================================== set_num_threads
