@@ -74,7 +74,8 @@ def _child(backend, out_path, extra):
             elif report.when == "call" and before == "passed":
                 outcomes[nodeid] = "passed"
 
-    status = pytest.main(["-q", "-p", "no:cacheprovider", "--pyargs", SUITE, *extra],
+    # one line per failure: the failures common to both runs are Thinc's own
+    status = pytest.main(["-q", "-p", "no:cacheprovider", "--tb=line", "--pyargs", SUITE, *extra],
                          plugins=[Recorder()])
     with open(out_path, "w") as f:
         json.dump({"status": int(status), "outcomes": outcomes}, f)
