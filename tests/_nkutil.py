@@ -7,8 +7,16 @@ converts arrays.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+# examples/ of the source tree; absent when the suite runs from a copy of
+# tests/ against an installed wheel
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 DTYPES = [np.float64, np.float32]
 
@@ -258,3 +266,18 @@ def assert_within(got, expected, bound, what=""):
             f"{what}: {int((~ok).sum())} of {ok.size} elements out of the "
             f"rounding bound; worst at {tuple(int(j) for j in i)}: "
             f"got {g[i]!r}, expected {e[i]!r}, |err| {err[i]!r}, bound {bound[i]!r}")
+
+
+def load_example(name):
+    """The module of examples/<name>.py, loaded from its file (skips the test
+    where the folder is not there). examples/ goes on sys.path first: the
+    examples import train_mlp's helpers from beside them."""
+    path = EXAMPLES / f"{name}.py"
+    if not path.is_file():
+        pytest.skip(f"{path} is not here (tests run from an installed copy)")
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    spec = importlib.util.spec_from_file_location(f"{name}_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

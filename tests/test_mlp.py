@@ -5,10 +5,8 @@ autograd and torch.optim, for zero allocations per step, and through the
 example's main().
 """
 
-import importlib.util
 import sys
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ import pytest
 import nnkernels
 from nnkernels import reference
 from nnkernels.mlp import MLP
+from _nkutil import load_example
 
 ACTIVATIONS = ["sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "silu", "leaky_relu", "elu",
                "softplus"]
@@ -29,8 +28,6 @@ OPTIMIZERS = {
                   decoupled_weight_decay=True),
 }
 BACKENDS = {"nnkernels": nnkernels, "reference": reference}
-# Absent when the suite runs from a copy of tests/ against an installed wheel.
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "train_mlp.py"
 
 
 def _data(rng, n, n_in, n_classes, dtype=np.float64):
@@ -100,12 +97,7 @@ def test_backends_agree_float32(rng):
 # (b) ------------------------------------------------------------ the example
 @pytest.fixture(scope="module")
 def example():
-    if not EXAMPLE.is_file():
-        pytest.skip(f"{EXAMPLE} is not here (tests run from an installed copy)")
-    spec = importlib.util.spec_from_file_location("train_mlp_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("train_mlp")
 
 
 def test_example_trains_and_backends_agree(example, capsys):

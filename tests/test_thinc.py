@@ -17,6 +17,7 @@ from scipy.special import expit as sp_expit
 thinc_api = pytest.importorskip("thinc.api")
 
 from nnkernels.thinc import NNKernelsOps  # noqa: E402
+from _nkutil import load_example  # noqa: E402
 
 NUMPY = thinc_api.NumpyOps()
 OPS = NNKernelsOps()
@@ -264,19 +265,7 @@ def test_a_model_trains_the_same(rng):
 
 def test_training_example():
     """examples/train_thinc.py: equal accuracies on both backends, both learning."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    example = Path(__file__).resolve().parent.parent / "examples" / "train_thinc.py"
-    if not example.is_file():
-        pytest.skip(f"{example} is not here (tests run from an installed copy)")
-    if str(example.parent) not in sys.path:         # it imports train_mlp beside it
-        sys.path.insert(0, str(example.parent))
-    spec = importlib.util.spec_from_file_location("train_thinc_example", example)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    result = module.main(["--quiet", "--hidden", "64", "--epochs", "10", "--lr", "0.003"])
+    result = load_example("train_thinc").main(["--quiet", "--hidden", "64", "--epochs", "10", "--lr", "0.003"])
     numpy_acc = result["numpy"]["test_accuracy"]
     assert numpy_acc > 0.9
     # 450 test images: one prediction flipped by rounding is 0.0022

@@ -7,11 +7,9 @@ stopping the suite), and through ``main`` against a cluster the test starts
 gradient arithmetic is checked without Dask as well.
 """
 
-import importlib.util
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,9 +18,10 @@ pytest.importorskip("distributed")
 pytest.importorskip("sklearn")
 
 from nnkernels.mlp import MLP
+from _nkutil import EXAMPLES, load_example
 
 # Absent when the suite runs from a copy of tests/ against an installed wheel.
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "train_dask.py"
+EXAMPLE = EXAMPLES / "train_dask.py"
 # Seconds a whole training run may take: 5–10 on 2 busy cores; far more
 # means it hangs.
 RUN_TIMEOUT = 180
@@ -36,14 +35,7 @@ MIN_ACCURACY = 0.9
 
 @pytest.fixture(scope="module")
 def example():
-    if not EXAMPLE.is_file():
-        pytest.skip(f"{EXAMPLE} is not here (tests run from an installed copy)")
-    if str(EXAMPLE.parent) not in sys.path:      # it imports train_mlp beside it
-        sys.path.insert(0, str(EXAMPLE.parent))
-    spec = importlib.util.spec_from_file_location("train_dask_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("train_dask")
 
 
 @pytest.fixture(scope="module")
